@@ -1,0 +1,2 @@
+"""recocora."""
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""The one place that reads the environment.
+
+Library classes take explicit arguments; only the ``from_env`` helpers here look at
+``CORA_API_KEY``, ``CORA_BASE_URL``, ``RECOTAP_API_KEY`` and ``RECOTAP_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "CORA_DEFAULT_BASE_URL",
+    "RECOTAP_DEFAULT_BASE_URL",
+    "check_base_url",
+    "cora_settings",
+    "mask_secret",
+    "recotap_settings",
+]
+
+CORA_DEFAULT_BASE_URL = "https://api.corafone.com"
+RECOTAP_DEFAULT_BASE_URL = "https://eapi.recotap.com/api/v1"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def cora_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    """Fill a missing Cora key or base URL from the environment."""
+    key = api_key if api_key is not None else _env("CORA_API_KEY")
+    if not key:
+        raise ConfigError(
+            "No Cora API key: pass api_key=... or set CORA_API_KEY "
+            "(format cora_org_<keyId>.<secret>)."
+        )
+    url = base_url or _env("CORA_BASE_URL") or CORA_DEFAULT_BASE_URL
+    return key, check_base_url(url)
+
+
+def recotap_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    """Fill a missing Recotap key or base URL from the environment."""
+    key = api_key if api_key is not None else _env("RECOTAP_API_KEY")
+    if not key:
+        raise ConfigError("No Recotap API key: pass api_key=... or set RECOTAP_API_KEY.")
+    url = base_url or _env("RECOTAP_BASE_URL") or RECOTAP_DEFAULT_BASE_URL
+    return key, check_base_url(url)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """Return ``url`` without a trailing slash, refusing plain HTTP off the loopback.
+
+    Keys travel in headers, so ``http://`` is only allowed to a server on this machine
+    (the sandbox).
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"Base URL {url!r} is not an http(s) URL with a host.")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"Base URL {url!r} must not carry a query or fragment.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"Refusing plain http:// to {parts.hostname}: API keys would travel unencrypted. "
+            "Use https://, or http:// only to a loopback address such as the sandbox."
+        )
+    return url.strip().rstrip("/")
+
+
+def mask_secret(secret: str, keep: int = 4) -> str:
+    """``'rtp_live_abcdef123'`` → ``'rtp_…****'``: enough to tell keys apart, never the secret."""
+    if not secret:
+        return "<none>"
+    head = secret[: min(keep, len(secret) // 4)]
+    return f"{head}…****"

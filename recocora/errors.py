@@ -1,0 +1,120 @@
+"""Every error recocora raises derives from :class:`RecocoraError`.
+
+::
+
+    RecocoraError
+    ├── ConfigError(ValueError)          a malformed key, a missing key, an unsafe base URL
+    ├── ValidationError(ValueError)      rows that fail the schema; ``.failure_cases`` frame
+    ├── ApiError                         the server refused a request; ``.status``, ``.code``
+    │   ├── AuthError                    401-style answers: wrong key, bad signature (not retried)
+    │   ├── ClockSkewError               timestamp outside the window even after re-syncing
+    │   ├── RateLimitError               429 after every retry was spent
+    │   ├── RequestRejectedError         4xx about the request itself (body, limits, method)
+    │   ├── NotFoundError                404 for a single resource
+    │   └── ServerError                  5xx after every retry was spent
+    └── TransportError(ConnectionError)  no answer: dropped connections, timeouts
+
+Errors raised mid-run carry the partial result frame in ``.result`` (rows already
+acknowledged keep their status, the rest are ``not_sent``), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "ClockSkewError",
+    "ConfigError",
+    "NotFoundError",
+    "RateLimitError",
+    "RecocoraError",
+    "RequestRejectedError",
+    "ServerError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class RecocoraError(Exception):
+    """Root of every error recocora raises.
+
+    ``result`` holds the partial result frame when the error stopped a bulk run.
+    """
+
+    result: pd.DataFrame | None = None
+
+
+class ConfigError(RecocoraError, ValueError):
+    """The client cannot be built as asked (malformed key, missing key, unsafe URL)."""
+
+
+class ValidationError(RecocoraError, ValueError):
+    """Rows failed validation; nothing was sent.
+
+    ``failure_cases`` is a DataFrame with columns ``index``, ``column``, ``check``,
+    ``value`` naming every failing cell.
+    """
+
+    def __init__(self, message: str, failure_cases: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.failure_cases = failure_cases
+
+
+class ApiError(RecocoraError):
+    """The server answered a request with an error.
+
+    ``status`` is the HTTP status, ``code`` the service's error code (``None`` when the
+    answer carried none), ``message`` its human text and ``details`` any structured detail.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        parts = [p for p in (f"HTTP {self.status}" if self.status else None, self.code) if p]
+        prefix = f"[{' '.join(parts)}] " if parts else ""
+        return f"{prefix}{self.message}"
+
+
+class AuthError(ApiError):
+    """The key was refused (wrong key, bad signature, missing headers). Never retried."""
+
+
+class ClockSkewError(AuthError):
+    """The request timestamp stayed outside the server's window after one re-sync."""
+
+
+class RateLimitError(ApiError):
+    """The server kept answering 429 after every retry was spent."""
+
+
+class RequestRejectedError(ApiError):
+    """The server rejected the request itself (malformed body, limits, method)."""
+
+
+class NotFoundError(ApiError):
+    """A single resource (one account) does not exist."""
+
+
+class ServerError(ApiError):
+    """The server kept failing (5xx) after every retry was spent."""
+
+
+class TransportError(RecocoraError, ConnectionError):
+    """No answer came back (dropped connection, timeout) after every retry was spent."""
