@@ -146,9 +146,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         length_header = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            record(411)
             self._send(app.generic_error(api, 411, split.path, "Send a Content-Length body"))
             self.close_connection = True
-            record(411)
             return
         try:
             length = int(length_header or 0)
@@ -159,15 +159,15 @@ class _Handler(BaseHTTPRequestHandler):
                 resp = cora_error(413, "PAYLOAD_TOO_LARGE", f"Body exceeds {MAX_BODY} bytes")
             else:
                 resp = app.generic_error(api, 413, split.path, f"Body exceeds {MAX_BODY} bytes")
+            record(413)
             self._send(resp)
             self.close_connection = True
-            record(413)
             return
         body = self.rfile.read(length) if length else b""
         if decision.kind == "drop":
             time.sleep(decision.delay)
-            self._drop()
             record(None)
+            self._drop()
             return
         faulted = app.fault_response(api, decision, split.path)
         if faulted is not None:
@@ -184,12 +184,13 @@ class _Handler(BaseHTTPRequestHandler):
         # when it arrives, as on a real server whose answer is slow to come back.
         if decision.delay:
             time.sleep(decision.delay)
+        # Logged before the answer leaves, so a caller that has its answer sees its entry.
         if decision.kind == "drop_after":
-            self._drop()
             record(None)
+            self._drop()
             return
-        self._send(resp)
         record(resp.status)
+        self._send(resp)
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -210,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
         # The Date header follows the server's (possibly skewed) clock.
         return self.server.app.clock.http_date()
 
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = _dispatch
 
     def finish(self) -> None:
         # The socket may already be shut down by a dropped-connection fault.
