@@ -1,0 +1,1 @@
+"""Cora (Corafone) external API: signing, schema, client and bulk upsert."""
