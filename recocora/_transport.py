@@ -1,0 +1,232 @@
+"""HTTP for both clients: the only module that imports ``requests``.
+
+One :class:`Transport` per client: a pooled session, timeouts, retries with capped
+exponential backoff and jitter, 429 handling, and JSON decoding that survives bodies that
+are not JSON. Each attempt is prepared, authenticated (signed) and sent afresh, so a retry
+never reuses a stale timestamp or signature.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import __version__
+from .errors import ApiError, RateLimitError, ServerError, TransportError
+
+__all__ = ["Reply", "RetryPolicy", "Transport", "parse_retry_after"]
+
+log = logging.getLogger("recocora")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try.
+
+    ``max_attempts`` bounds attempts that met a 5xx, a timeout or a dropped connection;
+    ``max_rate_limited`` bounds 429 answers (each waits as the server asks). Backoff before
+    attempt *n* is ``min(cap, base·2ⁿ⁻¹)``, half fixed and half random (jitter), so clients
+    that failed together do not retry together.
+
+    >>> RetryPolicy(backoff_base=0.5).backoff(1) <= 0.5
+    True
+    """
+
+    max_attempts: int = 6
+    max_rate_limited: int = 30
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A decoded answer: HTTP status, headers, parsed JSON (``None`` if it was not JSON)."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+    text: str
+    attempts: int
+    received_at: float  # time.time() when the answer arrived
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Transport:
+    """Base of the Cora and Recotap transports; subclasses add auth and error mapping."""
+
+    service = "API"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        retry: RetryPolicy | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy or netrc credentials picked up silently
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(
+            {"User-Agent": f"recocora/{__version__}", "Accept": "application/json"}
+        )
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def auth_headers(self, method: str, path_url: str, body: bytes) -> dict[str, str]:
+        """Headers that authenticate one attempt (called at the instant it is sent)."""
+        return {}
+
+    def error_for(self, reply: Reply, what: str) -> ApiError:
+        """Turn a non-2xx answer into a typed error."""
+        return ApiError(f"{self.service} answered HTTP {reply.status} to {what}",
+                        status=reply.status)
+
+    def retry_once_after(self, reply: Reply) -> bool:
+        """Whether a refused answer can be fixed by the client and tried once more."""
+        return False
+
+    def rate_limit_wait(self, retry_after: float | None, attempt: int) -> float:
+        """Seconds to wait after a 429 without a usable ``Retry-After``."""
+        return retry_after if retry_after is not None else self.retry.backoff(attempt)
+
+    # -- the request loop ------------------------------------------------------------------
+
+    def url(self, path: str, query: Sequence[tuple[str, str]] | None = None) -> str:
+        url = self.base_url + path
+        if query:
+            url += "?" + urlencode(list(query), quote_via=quote, safe=",")
+        return url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        before_attempt: Callable[[], object] | None = None,
+        on_rate_limited: Callable[[float], None] | None = None,
+    ) -> Reply:
+        """Send until a 2xx answer, a final error, or the retry budget runs out.
+
+        ``before_attempt`` runs before every attempt (the rate limiter);
+        ``on_rate_limited(seconds)`` replaces sleeping after a 429 (a limiter defers instead).
+        """
+        url = self.url(path, query)
+        what = f"{method} {urlsplit(url).path}"
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        failures = limited = 0
+        fixed = False
+        while True:
+            if before_attempt is not None:
+                before_attempt()
+            prepared = self.session.prepare_request(
+                requests.Request(method, url, data=body, headers=headers)
+            )
+            prepared.headers.update(
+                self.auth_headers(method, prepared.path_url or "/", body or b"")
+            )
+            started = time.monotonic()
+            attempt = failures + limited + 1
+            try:
+                raw = self.session.send(prepared, timeout=self.timeout, allow_redirects=False)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failures += 1
+                kind = "timed out" if isinstance(exc, requests.Timeout) else "connection lost"
+                log.debug("%s %s: %s (attempt %d)", self.service, what, kind, attempt)
+                if failures >= self.retry.max_attempts:
+                    raise TransportError(
+                        f"No answer from {self.service} to {what} after {failures} attempts "
+                        f"({kind}). Nothing is known about the last attempt; re-running is "
+                        "safe because the write is idempotent."
+                    ) from None
+                self._sleep(self.retry.backoff(failures))
+                continue
+            reply = self._decode(raw, attempt)
+            log.debug("%s %s -> %d in %.3fs (attempt %d)", self.service, what, reply.status,
+                      time.monotonic() - started, attempt)
+            if 200 <= reply.status < 300:
+                return reply
+            if reply.status == 429:
+                limited += 1
+                if limited >= self.retry.max_rate_limited:
+                    raise self._final(RateLimitError, reply, what, limited)
+                wait = self.rate_limit_wait(
+                    parse_retry_after(reply.headers.get("Retry-After")), limited
+                )
+                if on_rate_limited is not None:
+                    on_rate_limited(wait)
+                else:
+                    self._sleep(wait)
+                continue
+            if reply.status >= 500 or reply.status == 408:
+                failures += 1
+                if failures >= self.retry.max_attempts:
+                    raise self._final(ServerError, reply, what, failures)
+                self._sleep(self.retry.backoff(failures))
+                continue
+            if not fixed and self.retry_once_after(reply):
+                fixed = True
+                continue
+            raise self.error_for(reply, what)
+
+    def _final(self, kind: type[ApiError], reply: Reply, what: str, n: int) -> ApiError:
+        base = self.error_for(reply, what)
+        return kind(
+            f"{base.message} (gave up after {n} attempts)",
+            status=reply.status, code=base.code, details=base.details,
+        )
+
+    @staticmethod
+    def _decode(raw: requests.Response, attempt: int) -> Reply:
+        content = raw.content
+        data: Any = None
+        if content:
+            try:
+                data = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                data = None
+        text = "" if data is not None else content[:500].decode("utf-8", "replace")
+        return Reply(raw.status_code, raw.headers, data, text, attempt, time.time())
