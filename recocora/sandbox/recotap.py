@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
 
+import idna
 import orjson
 
 from recocora.sandbox.core import Clock, Request, Response, Store, json_response
@@ -56,8 +57,8 @@ def normalize_domain(value: object) -> str | None:
     """Reduce a domain, URL or e-mail address to the bare host name Recotap matches on.
 
     Lower-cases and trims; drops scheme, user info, ``www.``, port, path, query, fragment and a
-    trailing dot; converts non-ASCII labels to punycode (IDNA 2003, as Python's ``idna`` codec
-    does), so the unicode and punycode spellings of one domain agree. Returns ``None`` when
+    trailing dot; converts non-ASCII labels to punycode (IDNA with UTS #46 mapping, as
+    browsers do), so the unicode and punycode spellings of one domain agree. Returns ``None`` when
     nothing usable is left (empty text, IP addresses, illegal characters, a single label), and
     such a value matches no account.
 
@@ -85,8 +86,9 @@ def normalize_domain(value: object) -> str | None:
     if not host or len(host) > 253:
         return None
     try:
-        host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        # UTS #46, non-transitional: the mapping browsers use (ß stays ß, xn--fa-hia).
+        host = idna.encode(host, uts46=True, transitional=False).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
         return None
     labels = host.split(".")
     if labels[0] == "www" and len(labels) > 2:
@@ -98,8 +100,8 @@ def normalize_domain(value: object) -> str | None:
             return None
         if label.startswith("xn--"):
             try:
-                label.encode("ascii").decode("idna")
-            except UnicodeError:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError):
                 return None
     return ".".join(labels)
 

@@ -1,0 +1,1 @@
+"""Recotap: map CRM external ids onto Recotap accounts by domain."""
