@@ -217,14 +217,16 @@ def test_multiindex_and_duplicate_labels() -> None:
 def test_validation_error_summarises() -> None:
     df = frame(["localhost", "a.com", "c.com"], [None, None, "3"], index=["p", "q", "s"])
     cases = validate(df)
-    err = validation_error(cases, len(df))
+    err = validation_error(cases)
     assert isinstance(err, ValidationError)
     assert err.failure_cases is cases
     text = str(err)
     assert len(cases) == 3
-    assert text.startswith("2 of 3 rows are invalid")
-    assert "row 'p', column 'domain': 'localhost'" in text
-    assert "row 'q', column 'externalId': nan is missing" in text
+    assert text.startswith("2 rows failed validation (3 problems):")
+    assert "row p, column domain: " in text and "(value: 'localhost')" in text
+    assert "row q, column externalId: is missing" in text
+    assert "nan" not in text
+    assert "on_invalid='skip'" in text
 
 
 def test_docstrings() -> None:

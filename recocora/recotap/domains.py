@@ -22,7 +22,7 @@ import idna
 import numpy as np
 import pandas as pd
 
-from recocora.errors import ValidationError
+from recocora.frames import validation_error
 
 __all__ = ["domain_problems", "failure_cases", "normalize_domain"]
 
@@ -141,14 +141,9 @@ def normalize_domain(
     if errors == "raise":
         cases = failure_cases(series, problems["reason"])
         if len(cases):
-            raise ValidationError(
-                _summary(
-                    cases,
-                    len(series),
-                    noun="domains",
-                    hint=", or pass errors='coerce' to get NA for them",
-                ),
-                cases,
+            raise validation_error(
+                cases, subject="domain checks",
+                advice="Fix these values, or pass errors='coerce' to get NA for them.",
             )
     out = problems["normalized"]
     out.name = series.name
@@ -191,30 +186,6 @@ def failure_cases(
         }
     )
     return cases
-
-
-def _summary(
-    cases: pd.DataFrame, total: int, *, noun: str, hint: str = "", by_row: bool = False
-) -> str:
-    """A message naming the first few failure cases; ``.failure_cases`` holds them all.
-
-    With ``by_row`` the count is of distinct rows (a row may fail in several columns)."""
-    shown = 5
-    invalid = cases["index"].nunique(dropna=False) if by_row else len(cases)
-    lines = []
-    for idx, column, value, message in (
-        cases[["index", "column", "value", "message"]].head(shown).itertuples(index=False)
-    ):
-        where = f"row {idx!r}" if column is None else f"row {idx!r}, column {column!r}"
-        shown_value = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        lines.append(f"{where}: {shown_value} {message}")
-    more = f"\n  ... and {len(cases) - shown} more" if len(cases) > shown else ""
-    return (
-        f"{invalid} of {total} {noun} are invalid:\n  "
-        + "\n  ".join(lines)
-        + more
-        + f"\nSee .failure_cases for every row{hint}."
-    )
 
 
 def _matches(text: pd.Series[Any], pattern: re.Pattern[str]) -> _Mask:

@@ -17,7 +17,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from recocora.errors import ValidationError
-from recocora.recotap.domains import _summary, domain_problems
+from recocora.frames import validation_error as frame_validation_error
+from recocora.recotap.domains import domain_problems
 
 __all__ = [
     "FAILURE_COLUMNS",
@@ -104,17 +105,15 @@ def prepare_checked(
     return prepared, failures
 
 
-def validation_error(failure_cases: pd.DataFrame, rows: int) -> ValidationError:
+def validation_error(failure_cases: pd.DataFrame) -> ValidationError:
     """The error to raise when ``failure_cases`` (from :func:`validate`) is not empty: its
-    message shows the first few cases, ``.failure_cases`` holds them all.
+    message counts and shows the problems, ``.failure_cases`` holds them all.
 
     >>> df = pd.DataFrame({"domain": ["localhost"], "externalId": ["a"]})
-    >>> str(validation_error(validate(df), len(df))).splitlines()[0]
-    '1 of 1 rows are invalid:'
+    >>> str(validation_error(validate(df))).splitlines()[0]
+    '1 row failed validation (1 problem):'
     """
-    return ValidationError(
-        _summary(failure_cases, rows, noun="rows", by_row=True), failure_cases
-    )
+    return frame_validation_error(failure_cases)
 
 
 def superseded_mask(domains: pd.Series[Any]) -> pd.Series[bool]:
