@@ -172,7 +172,13 @@ class Transport:
             attempt = failures + limited + 1
             try:
                 raw = self.session.send(prepared, timeout=self.timeout, allow_redirects=False)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                # A connection dropped in the middle of the answer's body.
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 failures += 1
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "connection lost"
                 log.debug("%s %s: %s (attempt %d)", self.service, what, kind, attempt)

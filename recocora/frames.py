@@ -826,14 +826,26 @@ def failure_message(
     n_problems = len(failure_cases)
     parts = []
     if n_rows:
-        parts.append(f"{n_rows} row{'s' if n_rows != 1 else ''}")
+        parts.append(f"{n_rows:,} row{'s' if n_rows != 1 else ''}")
     if whole:
         parts.append(f"{len(whole)} column{'s' if len(whole) != 1 else ''}")
     lines = [
         f"{' and '.join(parts) or 'Nothing'} failed {subject} "
-        f"({n_problems} problem{'s' if n_problems != 1 else ''}):"
+        f"({n_problems:,} problem{'s' if n_problems != 1 else ''}):"
     ]
-    for record in failure_cases.head(limit).to_dict("records"):
+    groups = failure_cases.groupby(["column", "check"], dropna=False, sort=False).size()
+    if len(groups) > 1:
+        # Thousands of rows often share a few problems: say which, before the examples.
+        ranked = groups.sort_values(ascending=False, kind="stable")
+        counts = ", ".join(
+            f"{key[0]} ({key[1]}) x{n:,}"  # type: ignore[index]
+            for key, n in ranked.items()
+        )
+        lines.append(f"  by column: {counts}")
+    # Show the first case of each kind of problem first, then the rest in row order.
+    firsts = failure_cases.drop_duplicates(["column", "check"]).index
+    order = firsts.append(failure_cases.index.difference(firsts, sort=False))
+    for record in failure_cases.loc[order[:limit]].to_dict("records"):
         where = "" if record["index"] is None else f"row {record['index']}, "
         column = record["column"]
         where += "frame" if column is None else f"column {column}"
@@ -844,7 +856,7 @@ def failure_message(
             shown = f" (value: {text if len(text) <= 60 else text[:57] + '...'})"
         lines.append(f"  {where}: {record['message']}{shown}")
     if n_problems > limit:
-        lines.append(f"  ... and {n_problems - limit} more (all of them are in .failure_cases)")
+        lines.append(f"  ... and {n_problems - limit:,} more (all of them are in .failure_cases)")
     lines.append(advice)
     return "\n".join(lines)
 

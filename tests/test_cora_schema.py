@@ -418,9 +418,10 @@ def test_validation_error_message() -> None:
     assert isinstance(err, ValidationError) and err.failure_cases is fc
     lines = str(err).splitlines()
     assert lines[0] == "15 rows and 1 column failed validation (16 problems):"
-    assert lines[1].startswith("  column organizationId: ")
-    assert lines[2].startswith("  row 0, column phoneNumber: not an E.164 phone number")
-    assert "... and 6 more" in lines[11]
+    assert lines[1] == "  by column: phoneNumber (e164) x15, organizationId (read_only) x1"
+    assert lines[2].startswith("  column organizationId: ")
+    assert lines[3].startswith("  row 0, column phoneNumber: not an E.164 phone number")
+    assert "... and 6 more" in lines[12]
     assert "on_invalid='skip'" in lines[-1]
 
 

@@ -13,7 +13,6 @@ import math
 import random
 import re
 import threading
-import time
 import uuid
 from datetime import date, datetime
 from typing import Any
@@ -459,18 +458,18 @@ class CoraApi:
                 )
         return found[1], key_id  # type: ignore[return-value]
 
-    def rate_limited(self, retry_after: int) -> Response:
+    def rate_limited(self, retry_after: int | None) -> Response:
+        """A 429; ``retry_after=None`` leaves the ``Retry-After`` header out."""
         return error(
             429, "RATE_LIMITED",
-            f"Rate limit exceeded: one bulk request every {self.window:g} seconds per API key; "
-            f"retry in {retry_after} s",
-            headers={"Retry-After": retry_after},
+            f"Rate limit exceeded: one bulk request every {self.window:g} seconds per API key"
+            + ("" if retry_after is None else f"; retry in {retry_after} s"),
+            headers={} if retry_after is None else {"Retry-After": retry_after},
         )
 
-    def _take_slot(self, key_id: str) -> Response | None:
+    def _take_slot(self, key_id: str, now: float) -> Response | None:
         if self.window <= 0:
             return None
-        now = time.monotonic()
         with self._rate_lock:
             last = self._last_bulk.get(key_id)
             if last is not None and now - last < self.window:
@@ -511,7 +510,7 @@ class CoraApi:
         if isinstance(auth, Response):
             return auth
         org, key_id = auth
-        limited = self._take_slot(key_id)
+        limited = self._take_slot(key_id, req.arrived)
         if limited is not None:
             return limited
         body = self._json_body(req)

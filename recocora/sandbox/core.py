@@ -32,6 +32,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # keys lower-cased
     body: bytes
+    arrived: float = field(default_factory=time.monotonic)  # rate windows count from here
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -28,6 +28,9 @@ class FaultConfig:
     - ``p_429``: probability that a request starts a burst of ``burst_429`` forced 429s, each
       with ``Retry-After: retry_after_429``.
     - ``p_auth_error``: Cora answers 500 ``AUTH_CHECK_FAILED``.
+    - ``retry_after_429=None`` sends forced 429s with no ``Retry-After`` header at all.
+    - ``start_after``: the first ``start_after`` requests in scope pass untouched (a run that
+      fails part-way through).
     - ``clock_skew``: seconds added to the server clock (``Date`` and the signing window).
     - ``scope``: which requests may meet a fault: ``all``, ``cora``, ``recotap`` or ``writes``
       (POST/PATCH only). Clock skew applies to all.
@@ -47,10 +50,11 @@ class FaultConfig:
     spike: float = 0.0
     p_429: float = 0.0
     burst_429: int = 1
-    retry_after_429: int = 1
+    retry_after_429: int | None = 1
     p_auth_error: float = 0.0
     clock_skew: float = 0.0
     scope: Scope = "all"
+    start_after: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -60,8 +64,8 @@ class FaultConfig:
                     raise ValueError(f"{f.name} is a probability: 0..1, got {value}")
             elif f.name in ("latency", "spike") and value < 0:
                 raise ValueError(f"{f.name} must be >= 0 seconds, got {value}")
-        if self.burst_429 < 1 or self.retry_after_429 < 0:
-            raise ValueError("burst_429 must be >= 1 and retry_after_429 >= 0")
+        if self.burst_429 < 1 or (self.retry_after_429 or 0) < 0 or self.start_after < 0:
+            raise ValueError("burst_429 must be >= 1, retry_after_429 and start_after >= 0")
         if self.scope not in ("all", "cora", "recotap", "writes"):
             raise ValueError(f"scope must be all, cora, recotap or writes, got {self.scope!r}")
 
@@ -75,7 +79,7 @@ class FaultDecision:
 
     kind: str | None = None  # "500" | "502" | "503" | "drop" | "drop_after" | "429" | "auth"
     delay: float = 0.0
-    retry_after: int = 1
+    retry_after: int | None = 1
 
 
 class FaultInjector:
@@ -89,9 +93,10 @@ class FaultInjector:
             self._rng = random.Random(config.seed)
             self._burst_left = 0
             self._forced_left = 0
-            self._forced_retry_after = 1
+            self._forced_retry_after: int | None = 1
+            self._seen = 0
 
-    def force_429(self, n: int, retry_after: int = 1) -> None:
+    def force_429(self, n: int, retry_after: int | None = 1) -> None:
         with self._lock:
             self._forced_left = n
             self._forced_retry_after = retry_after
@@ -112,6 +117,9 @@ class FaultInjector:
                 return FaultDecision("429", retry_after=self._forced_retry_after)
             c = self.config
             if not self._in_scope(api, method):
+                return FaultDecision()
+            self._seen += 1
+            if self._seen <= c.start_after:
                 return FaultDecision()
             # Always the same number of draws per request keeps a seed's sequence stable.
             r_kind, r_spike, r_429 = self._rng.random(), self._rng.random(), self._rng.random()

@@ -88,10 +88,11 @@ class SandboxApp:
     def fault_response(self, api: str, decision: FaultDecision, path: str) -> Response | None:
         kind = decision.kind
         if kind == "429":
+            after = decision.retry_after
             if api == "cora":
-                return self.cora.rate_limited(decision.retry_after)
+                return self.cora.rate_limited(after)
             return self.generic_error(api, 429, path, "Rate limit exceeded",
-                                      {"Retry-After": str(decision.retry_after)})
+                                      {} if after is None else {"Retry-After": str(after)})
         if kind in ("500", "502", "503"):
             return self.generic_error(api, int(kind), path, "Injected fault")
         if kind == "auth":
@@ -133,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # the request log is kept in memory; stderr stays quiet
 
     def _dispatch(self) -> None:
+        arrived = time.monotonic()
         app = self.server.app
         split = urlsplit(self.path)
         api, subpath = app.api_of(split.path)
@@ -175,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
             req = Request(self.command, split.path, self.path,
-                          parse_qs(split.query, keep_blank_values=True), headers, body)
+                          parse_qs(split.query, keep_blank_values=True), headers, body, arrived)
             try:
                 resp = app.route(req, api, subpath)
             except Exception as exc:  # a sandbox bug must still answer, never hang
@@ -362,8 +364,9 @@ class Sandbox:
     def faults(self) -> FaultConfig:
         return self.app.faults.config
 
-    def force_429(self, n: int, retry_after: int = 1) -> None:
-        """The next ``n`` requests answer 429 with ``Retry-After: retry_after``."""
+    def force_429(self, n: int, retry_after: int | None = 1) -> None:
+        """The next ``n`` requests answer 429 with ``Retry-After: retry_after`` (None: no
+        header)."""
         self.app.faults.force_429(n, retry_after)
 
     def set_clock_skew(self, seconds: float) -> None:
