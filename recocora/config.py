@@ -1,20 +1,24 @@
 """The one place that reads the environment.
 
-Library classes take explicit arguments; only the ``from_env`` helpers here look at
-``CORA_API_KEY``, ``CORA_BASE_URL``, ``RECOTAP_API_KEY`` and ``RECOTAP_BASE_URL``.
+Library classes take explicit arguments; only the helpers here look at ``CORA_API_KEY``,
+``CORA_BASE_URL``, ``RECOTAP_API_KEY``, ``RECOTAP_BASE_URL`` and ``RECOCORA_CACHE_DIR``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import platformdirs
 
 from .errors import ConfigError
 
 __all__ = [
     "CORA_DEFAULT_BASE_URL",
     "RECOTAP_DEFAULT_BASE_URL",
+    "cache_dir",
     "check_base_url",
     "cora_settings",
     "mask_secret",
@@ -77,6 +81,23 @@ def check_base_url(url: str) -> str:
             "Use https://, or http:// only to a loopback address such as the sandbox."
         )
     return url.strip().rstrip("/")
+
+
+def cache_dir() -> Path:
+    """Where recocora keeps its own files: default journals (``journal=True``) and the rate
+    limit state that processes using the same Cora key share.
+
+    ``RECOCORA_CACHE_DIR`` chooses the folder; otherwise it is the user's cache directory
+    (``~/.cache/recocora`` on Linux, ``~/Library/Caches/recocora`` on macOS). The folder is
+    not created here; nothing secret is ever written to it.
+
+    >>> str(cache_dir()).endswith("recocora")  # doctest: +SKIP
+    True
+    """
+    chosen = _env("RECOCORA_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(platformdirs.user_cache_dir("recocora", appauthor=False))
 
 
 def mask_secret(secret: str, keep: int = 4) -> str:

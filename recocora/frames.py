@@ -60,6 +60,7 @@ __all__ = [
     "json_problem",
     "rows_for_chunk",
     "to_json_value",
+    "unencodable_mask",
     "unsendable_mask",
     "valid_mask",
     "validation_error",
@@ -73,6 +74,48 @@ _DATETIME_UNITS = ("s", "ms", "us", "ns")
 _INFINITE = "infinite numbers cannot be sent; replace them or leave the cell empty"
 _CELL_ADVICE = "Fix these cells (validating the frame first reports them before anything is sent)."
 _MISSING_IN_LIST = "missing values cannot stand inside a list; remove them from the list"
+_BIG_INT = (
+    "integers beyond 64 bits cannot be sent exactly as JSON numbers; send them as text "
+    "(str) or as a float"
+)
+_SURROGATE = (
+    "text holding unpaired surrogate characters (broken UTF-16) cannot be sent as UTF-8 "
+    "JSON; fix the text (e.g. decode the source file with the right encoding)"
+)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _plain_problem(value: Any) -> str | None:
+    """Why a str or int cannot go into an orjson body: too large, or broken UTF-16."""
+    if type(value) is str:
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE
+        return None
+    if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+        return _BIG_INT
+    return None
+
+
+def _plain_mask(values: np.ndarray) -> np.ndarray | None:
+    """True where a plain cell (str, int, bool; missing allowed) has no JSON form; ``None``
+    when none has. One C-level pass in the common case of text only."""
+    cells = values.tolist()
+    kinds = set(map(type, cells))
+    if str not in kinds and int not in kinds:
+        return None
+    if int not in kinds:
+        try:
+            "".join([v for v in cells if type(v) is str]).encode("utf-8")
+            return None
+        except UnicodeEncodeError:
+            pass
+    bad = np.fromiter((_plain_problem(v) is not None for v in cells), dtype=bool,
+                      count=len(cells))
+    return bad if bad.any() else None
 
 
 class _Unsendable(Exception):
@@ -110,6 +153,10 @@ def _convert(value: Any) -> Any:
     """JSON form of one non-missing value; raises _Unsendable when there is none."""
     kind = type(value)
     if kind in _PLAIN:
+        if kind is not bool:
+            problem = _plain_problem(value)
+            if problem is not None:
+                raise _Unsendable(problem)
         return value
     if kind is float:
         if math.isinf(value):
@@ -235,6 +282,20 @@ def json_problem(value: Any) -> str | None:
     return None
 
 
+def unencodable_mask(series: pd.Series) -> np.ndarray:
+    """True where a cell is text with broken UTF-16 (unpaired surrogates, which neither a
+    pyarrow ``str`` column nor UTF-8 JSON can hold) or an integer beyond 64 bits.
+
+    One C-level pass over the text when every cell is fine; other cells are ignored.
+
+    >>> unencodable_mask(pd.Series(["ok", "\\ud800", 2**70, None], dtype=object)).tolist()
+    [False, True, True, False]
+    """
+    values = series.to_numpy(dtype=object)
+    found = _plain_mask(values)
+    return found if found is not None else np.zeros(len(values), dtype=bool)
+
+
 def unsendable_mask(series: pd.Series) -> np.ndarray:
     """Boolean array, True where a cell of ``series`` has no JSON form (see :func:`json_problem`).
 
@@ -254,6 +315,9 @@ def unsendable_mask(series: pd.Series) -> np.ndarray:
     if pd.api.types.is_float_dtype(dtype):
         values = series.to_numpy(dtype="float64", na_value=np.nan)
         return np.asarray(np.isinf(values), dtype=bool)
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
+        found = _plain_mask(series.to_numpy(dtype=object))
+        return found if found is not None else np.zeros(n, dtype=bool)
     if (
         pd.api.types.is_bool_dtype(dtype)
         or pd.api.types.is_integer_dtype(dtype)
@@ -265,7 +329,8 @@ def unsendable_mask(series: pd.Series) -> np.ndarray:
         return np.asarray(series.notna().to_numpy(), dtype=bool)
     values = series.to_numpy(dtype=object)
     if set(map(type, values)) <= _PLAIN:
-        return np.zeros(n, dtype=bool)
+        found = _plain_mask(values)
+        return found if found is not None else np.zeros(n, dtype=bool)
     return np.fromiter((json_problem(v) is not None for v in values), dtype=bool, count=n)
 
 
@@ -419,16 +484,27 @@ class _Column:
         elif isinstance(dtype, pd.StringDtype):
             self._values = series.to_numpy(dtype=object)
             self._mask = _mask_or_none(series)
+            if dtype.storage == "python":  # pyarrow storage cannot hold broken UTF-16
+                self._check_plain()
         elif pd.api.types.is_object_dtype(dtype):
             self._kind = "object"
             self._values = series.to_numpy(dtype=object)
             mask = np.asarray(pd.isna(self._values), dtype=bool)
             self._mask = mask if mask.any() else None
+            self._check_plain()
         else:
             self._kind = "object"
             self._values = series.astype(object).to_numpy(dtype=object)
             mask = np.asarray(pd.isna(self._values), dtype=bool)
             self._mask = mask if mask.any() else None
+
+    def _check_plain(self) -> None:
+        """Refuse up front text and integers orjson cannot write (the fast paths skip them)."""
+        bad = _plain_mask(self._values)
+        if bad is not None:
+            where = np.flatnonzero(bad)
+            values = self._values[where].tolist()
+            self._raise_for(where.tolist(), values, [str(_plain_problem(v)) for v in values])
 
     def _convert_one(self, value: Any, position: int | None) -> Any:
         try:

@@ -1,17 +1,95 @@
-"""Request spacing per API key, shared by every client object in the process.
+"""Request spacing per API key, shared by every client object and every process using it.
 
 Cora allows one bulk request every 20 seconds per key. Two ``CoraClient`` objects built from
-the same key (a notebook cell run twice) share one :class:`SpacingLimiter`, so neither can
-make the other draw a 429.
+the same key (a notebook cell run twice) share one :class:`SpacingLimiter`; two processes
+(two notebooks, a notebook and the CLI) share its next free slot through a small file in the
+cache directory (:func:`recocora.config.cache_dir`), locked with ``flock`` while a slot is
+booked. So none of them can make another draw a 429.
+
+The file holds one number, the wall-clock time of the next free slot; no key, no secret. Its
+name is a digest of the base URL and the key id. Where the file cannot be used (a read-only
+cache directory, Windows) the limiter falls back to spacing within the process, and says so
+in a DEBUG log line.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import struct
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["SpacingLimiter", "limiter_for"]
+from .config import cache_dir
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = ["SpacingLimiter", "limiter_for", "slot_file_for"]
+
+log = logging.getLogger("recocora")
+
+#: A shared slot further ahead than this (beyond the interval) is taken for a wall-clock jump
+#: backwards, not a real booking, and ignored: no Retry-After is ever that long.
+MAX_DEFER = 900.0
+_PACK = struct.Struct("<d")
+
+
+class _SlotFile:
+    """The next free slot as wall-clock seconds, in an 8-byte file locked with ``flock``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+        self.usable = sys.platform != "win32"
+
+    def _descriptor(self) -> int | None:
+        # After a fork the inherited descriptor shares its lock with the parent: open anew.
+        if self._fd is not None and self._pid == os.getpid():
+            return self._fd
+        if sys.platform == "win32":
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self.usable = False
+            log.debug("rate limit shared by this process only: cannot use %s (%s)",
+                      self.path, exc.strerror or exc)
+            return None
+        self._fd, self._pid = fd, os.getpid()
+        return fd
+
+    @contextmanager
+    def held(self) -> Iterator[int | None]:
+        """The locked descriptor, or ``None`` when the file cannot be used."""
+        if sys.platform == "win32" or not self.usable:
+            yield None
+            return
+        fd = self._descriptor()
+        if fd is None:
+            yield None
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def read(fd: int) -> float:
+        data = os.pread(fd, _PACK.size, 0)
+        return float(_PACK.unpack(data)[0]) if len(data) == _PACK.size else 0.0
+
+    @staticmethod
+    def write(fd: int, value: float) -> None:
+        os.pwrite(fd, _PACK.pack(value), 0)
 
 
 class SpacingLimiter:
@@ -19,6 +97,10 @@ class SpacingLimiter:
 
     ``acquire()`` blocks until a slot is free and books it; ``defer(s)`` pushes the next slot
     at least ``s`` seconds out (a 429's ``Retry-After``).
+
+    With ``shared`` (a file path), every limiter on that file, in any process on this
+    machine, books from one schedule; it then uses wall-clock time. A zero ``interval``
+    never touches the file.
 
     >>> lim = SpacingLimiter(0.0)
     >>> lim.acquire()
@@ -29,13 +111,28 @@ class SpacingLimiter:
         self,
         interval: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        shared: str | os.PathLike[str] | None = None,
     ) -> None:
         self.interval = interval
-        self._clock, self._sleep = clock, sleep
+        self._file = _SlotFile(Path(shared)) if shared is not None else None
+        # Processes share wall-clock time; within one process the monotonic clock is safer.
+        default = time.time if self._file is not None else time.monotonic
+        self._clock = clock or default
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._next = 0.0
+        self._cold = True
+
+    @property
+    def shared_path(self) -> Path | None:
+        """The file other processes share the schedule through (``None``: this process)."""
+        return self._file.path if self._file is not None else None
+
+    def __repr__(self) -> str:
+        where = f", shared={str(self._file.path)!r}" if self._file is not None else ""
+        return f"SpacingLimiter(interval={self.interval:g}{where})"
 
     def margin(self) -> float:
         """Slack added to each gap: the server stamps a request when it arrives, a little
@@ -43,44 +140,95 @@ class SpacingLimiter:
         reused connection after a fresh one) must not land inside the window."""
         return self.interval * 0.005 + 0.005
 
+    def _gap(self) -> float:
+        if not self.interval:
+            return 0.0
+        gap = self.interval + self.margin()
+        if self._cold:
+            # This limiter's first request opens a connection (TCP, TLS in production), so it
+            # reaches the server later after its booking than the ones that follow: the slot
+            # after it leaves that much more room.
+            self._cold = False
+            gap += 3 * self.margin()
+        return gap
+
+    @contextmanager
+    def _schedule(self) -> Iterator[int | None]:
+        with self._lock:
+            if self._file is None or self.interval <= 0:
+                yield None
+                return
+            with self._file.held() as fd:
+                yield fd
+
+    def _shared_next(self, fd: int | None, now: float) -> float:
+        if fd is None:
+            return self._next
+        stored = _SlotFile.read(fd)
+        if stored > now + self.interval + self.margin() + MAX_DEFER:
+            stored = 0.0  # the wall clock went back: the booking is meaningless now
+        return max(self._next, stored)
+
     def wait_time(self) -> float:
         """Seconds until the next slot, without booking it."""
-        with self._lock:
-            return max(0.0, self._next - self._clock())
+        with self._schedule() as fd:
+            now = self._clock()
+            return max(0.0, self._shared_next(fd, now) - now)
 
     def acquire(self) -> float:
         """Wait for the next slot and book it. Returns the seconds waited."""
         waited = 0.0
         while True:
-            with self._lock:
+            with self._schedule() as fd:
                 now = self._clock()
-                if now >= self._next:
-                    self._next = now + self.interval + self.margin() if self.interval else now
+                following = self._shared_next(fd, now)
+                if now >= following:
+                    self._next = now + self._gap()
+                    if fd is not None:
+                        _SlotFile.write(fd, self._next)
                     return waited
-                delay = self._next - now
+                delay = following - now
             self._sleep(delay)
             waited += delay
 
     def defer(self, seconds: float) -> None:
         """Make the next slot at least ``seconds`` from now (after a 429)."""
-        with self._lock:
-            self._next = max(self._next, self._clock() + seconds)
+        with self._schedule() as fd:
+            now = self._clock()
+            self._next = max(self._shared_next(fd, now), now + seconds)
+            if fd is not None:
+                _SlotFile.write(fd, self._next)
 
 
 _registry: dict[tuple[str, str], SpacingLimiter] = {}
 _registry_lock = threading.Lock()
 
 
-def limiter_for(scope: str, key_id: str, interval: float) -> SpacingLimiter:
-    """The process-wide limiter of one key at one service (``scope`` is the base URL).
+def slot_file_for(scope: str, key_id: str) -> Path:
+    """The file through which processes share the schedule of one key at one service.
 
-    A client built later with another interval sets it for all (the latest settings win, as
-    when a notebook cell is edited and run again); the booked next slot is kept.
+    Its name is a digest of ``scope`` (the base URL) and the key id: no secret goes in.
+
+    >>> slot_file_for("https://api.corafone.com", "k1").suffix
+    '.slot'
+    """
+    digest = hashlib.sha256(f"{scope}\n{key_id}".encode()).hexdigest()[:32]
+    return cache_dir() / "ratelimit" / f"{digest}.slot"
+
+
+def limiter_for(scope: str, key_id: str, interval: float) -> SpacingLimiter:
+    """The limiter of one key at one service (``scope`` is the base URL), shared by every
+    client in this process and, through :func:`slot_file_for`, with other processes.
+
+    A client built later with another interval sets it for all in this process (the latest
+    settings win, as when a notebook cell is edited and run again); the booked slot is kept.
     """
     with _registry_lock:
         lim = _registry.get((scope, key_id))
         if lim is None:
-            lim = _registry[(scope, key_id)] = SpacingLimiter(interval)
+            lim = _registry[(scope, key_id)] = SpacingLimiter(
+                interval, shared=slot_file_for(scope, key_id)
+            )
         else:
             lim.interval = interval
         return lim

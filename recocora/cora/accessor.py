@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..journal import JournalSpec
 from . import schema
 from .client import CoraClient
+from .diff import diff as local_diff
 from .upsert import Mode, OnInvalid, changes_table, plan_upsert, upsert
+
+if TYPE_CHECKING:
+    from ..widgets.preview import CoraPreview
 
 __all__ = ["CoraAccessor"]
 
@@ -61,6 +67,10 @@ class CoraAccessor:
         on_invalid: OnInvalid = "raise",
         mode: Mode = "upsert",
         progress: bool = True,
+        journal: JournalSpec = None,
+        force: bool = False,
+        max_failed: int | float | None = None,
+        only: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Create or update Cora accounts by ``externalId``, 500 rows per request.
 
@@ -71,18 +81,39 @@ class CoraAccessor:
         ``metadata.filenumber`` on every row.
 
         Returns a frame with the input's index and one row per input row: ``cora_status``
-        (``created``, ``updated``, ``unchanged``, ``failed``, ``invalid``, ``not_sent``),
-        ``cora_account_id``, ``cora_updated_at``, ``cora_code``, ``cora_message``,
-        ``cora_details``, ``cora_changes`` (with ``include_changes=True``), ``cora_batch``
-        and ``cora_external_id`` (the id as sent). ``attrs`` hold the run summary. A
+        (``created``, ``updated``, ``unchanged``, ``failed``, ``invalid``, ``skipped``,
+        ``not_sent``), ``cora_account_id``, ``cora_updated_at``, ``cora_code``,
+        ``cora_message``, ``cora_details``, ``cora_changes`` (with ``include_changes=True``),
+        ``cora_batch``, ``cora_external_id`` (the id as sent) and ``cora_previous_status``
+        (for ``skipped`` rows: what Cora answered when that content was sent). ``attrs`` hold
+        the run summary (``requests``, ``rows_sent``, ``skipped``, ``counts``, ...). A
         request-level error mid-run carries the partial result in ``.result``.
 
-        >>> res = df.cora.upsert(client=cora)  # doctest: +SKIP
+        Long runs:
+
+        - ``journal="backfill.db"`` (or ``True`` for a file in the cache directory) records
+          every answer as it arrives. Running the same call again sends only the rows never
+          acknowledged, changed since, or failed; the others come back ``skipped`` with their
+          earlier outcome (incremental sync: re-running a backfill where 1% of rows changed
+          sends 1% of them). A dry run is recorded as such and never makes a row count as
+          applied. ``force=True`` sends every row again.
+        - ``max_failed`` stops the run once more rows failed than a count (``int``) or a
+          fraction of the rows sent so far (``float``), raising
+          :class:`~recocora.journal.TooManyFailedError` with the partial result.
+        - Ctrl-C stops after recording the answer in flight (if it arrived) and raises
+          :class:`~recocora.journal.RunInterrupted` (a ``KeyboardInterrupt``) whose
+          ``.result`` is the partial result.
+        - ``only=res`` sends just the rows ``res`` (an earlier result of this frame) marks
+          ``failed`` or ``not_sent``, and returns ``res`` with their new outcomes.
+
+        >>> res = df.cora.upsert(client=cora, journal="backfill.db")  # doctest: +SKIP
+        >>> res = df.cora.upsert(client=cora, only=res)  # doctest: +SKIP
         >>> df.join(res)  # doctest: +SKIP
         """
         return upsert(
             self._df, client, dry_run=dry_run, include_changes=include_changes,
             columns=columns, on_invalid=on_invalid, mode=mode, progress=progress,
+            journal=journal, force=force, max_failed=max_failed, only=only,
         )
 
     def changes(self) -> pd.DataFrame:
@@ -92,3 +123,52 @@ class CoraAccessor:
         >>> df.cora.upsert(include_changes=True).cora.changes()  # doctest: +SKIP
         """
         return changes_table(self._df)
+
+    def diff(
+        self,
+        client: CoraClient | None = None,
+        *,
+        include_changes: bool = True,
+        columns: dict[str, str] | None = None,
+        on_invalid: OnInvalid = "raise",
+        mode: Mode = "upsert",
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """A free preview of :meth:`upsert`: what it would do to every row, worked out from
+        the accounts' current state (read with ``GET ?externalIds=``, 200 per request).
+        Writes nothing and spends none of the bulk endpoint's 20-second slots.
+
+        Returns the frame a dry run returns (same columns and statuses: ``created``,
+        ``updated``, ``unchanged``, ``failed`` with Cora's codes such as
+        ``MISSING_REQUIRED_FIELD``, ``invalid``), with ``cora_changes`` listing
+        ``{field, from, to}`` per updated row, so ``.cora.changes()`` works on it. ``attrs``:
+        ``preview="local"``, ``dry_run=True``, ``requests`` (GETs made), ``bulk_requests``
+        and ``eta_s`` (how many bulk requests the real upsert needs and how long they take at
+        the client's ``min_interval``). Rows written by others after the preview, and vendor
+        rules the contract does not publish, can still make the real run differ.
+
+        >>> res = df.cora.diff(client=cora)  # doctest: +SKIP
+        >>> res.cora.changes()  # doctest: +SKIP
+        """
+        return local_diff(
+            self._df, client, include_changes=include_changes, columns=columns,
+            on_invalid=on_invalid, mode=mode, progress=progress,
+        )
+
+    def preview(self, client: CoraClient | None = None, **upsert_kwargs: Any) -> CoraPreview:
+        """A notebook widget showing what :meth:`upsert` would do, before anything is written.
+
+        It shows the validation report, the counts (created / updated / unchanged / failed)
+        worked out with :meth:`diff` (no bulk slot spent), the field changes as a filterable,
+        paged table and how long the real run takes at the rate limit. Its **Apply** button
+        runs ``upsert(client=client, **upsert_kwargs)`` with a live progress bar, asking for a
+        second confirmation when existing accounts would be updated; ``.result`` then holds
+        the result frame. ``progress`` shows a bar while the preview is worked out. Outside a
+        widget front end it shows as static HTML or text.
+
+        >>> w = df.cora.preview(client=cora, on_invalid="skip")  # doctest: +SKIP
+        >>> w  # doctest: +SKIP
+        """
+        from ..widgets.preview import CoraPreview
+
+        return CoraPreview(self._df, client, **upsert_kwargs)

@@ -71,6 +71,7 @@ from ..frames import (
     failure_message,
     is_missing,
     json_problem,
+    unencodable_mask,
     unsendable_mask,
     valid_mask,
     validation_error,
@@ -396,8 +397,12 @@ def _object_array(items: Iterable[Any]) -> np.ndarray:
 def _text_series(values: np.ndarray, like: pd.Series) -> pd.Series:
     """A Series of ``values`` with ``like``'s index and name; ``str`` dtype when all text."""
     if infer_dtype(values, skipna=True) in ("string", "empty"):
-        text: pd.Series = pd.Series(values, index=like.index, name=like.name, dtype="str")
-        return text
+        try:
+            text: pd.Series = pd.Series(values, index=like.index, name=like.name, dtype="str")
+        except UnicodeEncodeError:
+            pass  # broken UTF-16 cannot be str dtype; left as objects for validation to report
+        else:
+            return text
     mixed: pd.Series = pd.Series(values, index=like.index, name=like.name, dtype=object)
     return mixed
 
@@ -462,12 +467,21 @@ def prepare(df: pd.DataFrame, columns: Mapping[Any, str] | None = None) -> pd.Da
     for position, name in enumerate(out.columns):
         kind = field_kind(name) if isinstance(name, str) else None
         if kind == "id":
-            out.isetitem(position, _whole_numbers_to_text(out.iloc[:, position], strip=True).array)
+            _put(out, position, _whole_numbers_to_text(out.iloc[:, position], strip=True))
         elif kind == "string":
-            out.isetitem(position, _whole_numbers_to_text(out.iloc[:, position], strip=False).array)
+            _put(out, position, _whole_numbers_to_text(out.iloc[:, position], strip=False))
         elif kind == "date":
-            out.isetitem(position, _dates_to_text(out.iloc[:, position]).array)
+            _put(out, position, _dates_to_text(out.iloc[:, position]))
     return out
+
+
+def _put(out: pd.DataFrame, position: int, column: pd.Series) -> None:
+    try:
+        out.isetitem(position, column.array)
+    except UnicodeEncodeError:
+        # Text with broken UTF-16 cannot become a str column: kept as objects, it reaches
+        # the checks that report the cell instead of failing here.
+        out.isetitem(position, column.astype(object))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- vector tests
@@ -961,6 +975,30 @@ def _frame_problem(column: str | None, check: str, message: str) -> dict[str, An
     }
 
 
+def _unsendable_cells(view: pd.DataFrame) -> list[dict[str, Any]]:
+    """Text with broken UTF-16 and integers beyond 64 bits (also inside lists): the field
+    rules accept them as text, numbers or lists of text, but no JSON body can carry them.
+    Object fields are left out: their own rules already check the JSON form."""
+    out: list[dict[str, Any]] = []
+    for name in view.columns:
+        dtype = view[name].dtype
+        python_text = isinstance(dtype, pd.StringDtype) and dtype.storage == "python"
+        kind = field_kind(name) if isinstance(name, str) else None
+        if kind in (None, "free", "object", "structured") or not (
+            python_text or pd.api.types.is_object_dtype(dtype)
+        ):
+            continue
+        values = _objects(view[name])
+        bad = (unsendable_mask(view[name]) if kind == "string_list"
+               else unencodable_mask(view[name]))
+        for position in np.flatnonzero(bad).tolist():
+            out.append({"index": position, "column": name, "check": "json",
+                        "value": values[position],
+                        "message": f"cannot be sent: {json_problem(values[position])}",
+                        "_pos": position})
+    return out
+
+
 def _conflicts(view: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows with a non-dict value in a column that also has dotted sub-columns set."""
     out: list[dict[str, Any]] = []
@@ -1036,11 +1074,19 @@ def validate(df: pd.DataFrame, mode: Literal["upsert", "create"] = "upsert") -> 
     except pa.errors.SchemaErrors as exc:
         parts.extend(_translate(exc.failure_cases, view, labels, mode, records))
     records.extend(_conflicts(view))
+    reported = {(r["_pos"], r["column"]) for r in records}
+    for part in parts:
+        reported.update(zip(part["_pos"].tolist(), part["column"].tolist(), strict=True))
+    records.extend(r for r in _unsendable_cells(view)
+                   if (r["_pos"], r["column"]) not in reported)
     for record in records:
         if record["index"] is not None:
             record["index"] = labels[record["index"]]
     if records:
-        parts.append(pd.DataFrame.from_records(records))
+        # Object dtype throughout: a value pandas cannot store as str (broken UTF-16) stays.
+        extra = pd.DataFrame(records, dtype=object)
+        extra["_pos"] = extra["_pos"].astype("int64")
+        parts.append(extra)
     if not parts:
         return failure_frame()
     order = {name: i for i, name in enumerate(view.columns)}

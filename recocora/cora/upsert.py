@@ -4,26 +4,46 @@ The data walks one way: columns renamed → schema checked on every row → vali
 into bodies one chunk of 500 at a time (serialised once, those bytes signed and sent) →
 each answer's per-row ``index`` mapped through the chunk's positions back to the input's
 index. Every input row ends with exactly one ``cora_status``.
+
+With a journal (:mod:`recocora.journal`) each answer's rows are recorded as it arrives, and a
+re-run sends only the rows never acknowledged, changed since, or failed; the rest come back
+``skipped``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from ..display import as_result
 from ..errors import RecocoraError, ValidationError
 from ..frames import RowBuilder, chunk_slices, dumps, failure_frame, valid_mask, validation_error
+from ..journal import (
+    Ack,
+    FailureLimit,
+    Journal,
+    JournalError,
+    JournalSpec,
+    RunInterrupted,
+    TooManyFailedError,
+    combine_results,
+    deferred_interrupt,
+    open_journal,
+    row_hashes,
+)
 from ..progress import RunProgress
 from . import schema
 from .client import CoraClient
 
 __all__ = [
+    "RESEND_STATUSES",
     "RESULT_COLUMNS",
     "STATUSES",
     "UpsertPlan",
@@ -34,17 +54,41 @@ __all__ = [
 
 STATUSES = ("created", "updated", "unchanged", "failed", "invalid", "skipped", "not_sent")
 SERVER_STATUSES = frozenset({"created", "updated", "unchanged", "failed"})
+#: Statuses a journal counts as applied: rows with them and unchanged content are skipped.
+APPLIED = ("created", "updated", "unchanged")
+#: Statuses that ``only=`` sends again.
+RESEND_STATUSES = ("failed", "not_sent")
 RESULT_COLUMNS = (
     "cora_status", "cora_account_id", "cora_updated_at", "cora_code", "cora_message",
-    "cora_details", "cora_changes", "cora_batch", "cora_external_id",
+    "cora_details", "cora_changes", "cora_batch", "cora_external_id", "cora_previous_status",
+)
+_OBJECT_COLUMNS = (
+    "cora_account_id", "cora_updated_at", "cora_code", "cora_message", "cora_details",
+    "cora_changes", "cora_previous_status",
 )
 OnInvalid = Literal["raise", "skip"]
 Mode = Literal["upsert", "create"]
+_DIGEST_STEP = 5000
+
+
+class _Chunk(NamedTuple):
+    """One request's worth: its number, the input positions of its rows, the body, and (with
+    a journal) each row's ``externalId`` and the hash of the row as sent."""
+
+    batch: int
+    positions: np.ndarray
+    body: bytes
+    keys: list[Any]
+    hashes: list[bytes]
 
 
 @dataclass
 class UpsertPlan:
-    """What a run would send: the checked frame, its failures and the rows to send."""
+    """What a run would send: the checked frame, its failures and the rows to send.
+
+    ``positions`` are the input positions of the valid rows; ``selected`` (when a journal
+    skipped some) picks, by their place in ``positions``, the ones still to send.
+    """
 
     source_index: pd.Index
     prepared: pd.DataFrame
@@ -52,25 +96,80 @@ class UpsertPlan:
     valid: np.ndarray  # bool per input position
     positions: np.ndarray  # input positions of the rows to send, in order
     max_rows: int
+    selected: np.ndarray | None = None
+    _builder: RowBuilder | None = field(default=None, repr=False)
+
+    @property
+    def to_send(self) -> np.ndarray:
+        """Input positions of the rows that will be sent, in order."""
+        return self.positions if self.selected is None else self.positions[self.selected]
 
     @property
     def n_chunks(self) -> int:
-        return math.ceil(len(self.positions) / self.max_rows)
+        return math.ceil(len(self.to_send) / self.max_rows)
+
+    def builder(self) -> RowBuilder:
+        """One builder over every valid row, whatever is skipped, so a row serialises the
+        same way (and hashes the same) on every run over the same frame."""
+        if self._builder is None:
+            if len(self.positions) == len(self.prepared):
+                sendable = self.prepared
+            else:
+                sendable = self.prepared.iloc[self.positions]
+            self._builder = RowBuilder(sendable)
+        return self._builder
+
+    def digests(self) -> tuple[list[Any], list[bytes]]:
+        """``externalId`` and row hash of every valid row, built a few thousand at a time."""
+        builder = self.builder()
+        keys: list[Any] = []
+        hashes: list[bytes] = []
+        for sl in chunk_slices(len(self.positions), _DIGEST_STEP):
+            rows = builder.rows(sl)
+            keys.extend(r.get("externalId") for r in rows)
+            hashes.extend(row_hashes(rows))
+        return keys, hashes
+
+    def chunks(
+        self, *, dry_run: bool, include_changes: bool, hashes: bool = False
+    ) -> Iterator[_Chunk]:
+        """One :class:`_Chunk` per request, each body built just before use."""
+        picked_all = self.selected
+        n = len(self.positions) if picked_all is None else len(picked_all)
+        if not n:
+            return
+        builder = self.builder()
+        for batch, sl in enumerate(chunk_slices(n, self.max_rows)):
+            if picked_all is None:
+                rows = builder.rows(sl)
+                picked = np.arange(sl.start, sl.stop)
+            else:
+                picked = picked_all[sl]
+                rows = _gather(builder, picked)
+            body = dumps(
+                {"accounts": rows, "dryRun": dry_run, "includeChanges": include_changes}
+            )
+            keys = [r.get("externalId") for r in rows] if hashes else []
+            yield _Chunk(batch, self.positions[picked], body, keys,
+                         row_hashes(rows) if hashes else [])
 
     def bodies(
         self, *, dry_run: bool, include_changes: bool
     ) -> Iterator[tuple[int, np.ndarray, bytes]]:
         """``(batch, input positions, body)`` per chunk, each body built just before use."""
-        if len(self.positions) == len(self.prepared):
-            sendable = self.prepared
-        else:
-            sendable = self.prepared.iloc[self.positions]
-        builder = RowBuilder(sendable)
-        for batch, sl in enumerate(chunk_slices(len(self.positions), self.max_rows)):
-            body = dumps(
-                {"accounts": builder.rows(sl), "dryRun": dry_run, "includeChanges": include_changes}
-            )
-            yield batch, self.positions[sl], body
+        for chunk in self.chunks(dry_run=dry_run, include_changes=include_changes):
+            yield chunk.batch, chunk.positions, chunk.body
+
+
+def _gather(builder: RowBuilder, picked: np.ndarray) -> list[dict[str, Any]]:
+    """Rows at sorted, possibly scattered builder positions, one call per contiguous run."""
+    rows: list[dict[str, Any]] = []
+    if not len(picked):
+        return rows
+    breaks = np.flatnonzero(np.diff(picked) != 1) + 1
+    for run in np.split(picked, breaks):
+        rows.extend(builder.rows(slice(int(run[0]), int(run[-1]) + 1)))
+    return rows
 
 
 def plan_upsert(
@@ -114,9 +213,11 @@ class _Outcome:
     def __init__(self, plan: UpsertPlan) -> None:
         n = len(plan.source_index)
         self.status = np.full(n, "not_sent", dtype=object)
-        self.cols = {c: np.full(n, None, dtype=object) for c in RESULT_COLUMNS[1:-2]}
+        self.cols = {c: np.full(n, None, dtype=object) for c in _OBJECT_COLUMNS}
         self.batch = np.full(n, -1, dtype=np.int64)
-        ids = plan.prepared.get("externalId")
+        ids: Any = plan.prepared.get("externalId")
+        if isinstance(ids, pd.DataFrame):  # duplicate column names: every row is invalid
+            ids = ids.iloc[:, 0]
         self.external_id = (
             np.full(n, None, dtype=object) if ids is None
             else ids.astype(object).where(ids.notna(), None).to_numpy()
@@ -161,6 +262,29 @@ class _Outcome:
             self.cols["cora_message"][pos] = "; ".join(texts[i] for i in picked) or "invalid"
             self.cols["cora_details"][pos] = [details[i] for i in picked]
 
+    def mark_skipped(self, positions: np.ndarray, previous: pd.DataFrame) -> None:
+        """Rows the journal holds as applied with this exact content: not sent again."""
+        if not len(positions):
+            return
+        self.counts["not_sent"] -= len(positions)
+        self.counts["skipped"] += len(positions)
+        self.status[positions] = "skipped"
+        status = previous["status"].to_numpy(dtype=object)
+        acked = previous["acked_at"].to_numpy(dtype=object)
+        self.cols["cora_previous_status"][positions] = status
+        self.cols["cora_account_id"][positions] = previous["account_id"].to_numpy(dtype=object)
+        self.cols["cora_updated_at"][positions] = previous["updated_at"].to_numpy(dtype=object)
+        self.cols["cora_message"][positions] = [
+            f"not re-sent: Cora answered {s!r} for this exact content at {a} (journal); "
+            "force=True sends it again"
+            for s, a in zip(status, acked, strict=True)
+        ]
+
+    def mark_unknown(self, positions: np.ndarray, why: str) -> None:
+        """The request carrying these rows got no usable answer."""
+        unsent = positions[self.status[positions] == "not_sent"]
+        self.cols["cora_message"][unsent] = why
+
     def merge(self, answer: dict[str, Any], positions: np.ndarray, batch: int) -> None:
         seen = np.zeros(len(positions), dtype=bool)
         for r in answer.get("results", []):
@@ -196,17 +320,40 @@ class _Outcome:
                 "re-sending it is safe (upserts are idempotent)."
             )
 
+    def acks(self, chunk: _Chunk) -> list[Ack]:
+        """The journal's record of one answered chunk."""
+        c = self.cols
+        out = []
+        for i, pos in enumerate(chunk.positions.tolist()):
+            key = chunk.keys[i]
+            if isinstance(key, str):
+                out.append(Ack(key, chunk.hashes[i], str(self.status[pos]),
+                               account_id=_text(c["cora_account_id"][pos]),
+                               updated_at=_text(c["cora_updated_at"][pos]),
+                               code=_text(c["cora_code"][pos])))
+        return out
+
     def frame(self, index: pd.Index, attrs: dict[str, Any]) -> pd.DataFrame:
         data: dict[str, Any] = {"cora_status": self.status.copy()}
-        data.update({k: v.copy() for k, v in self.cols.items()})
+        data.update({k: self.cols[k].copy() for k in RESULT_COLUMNS[1:7]})
         data["cora_batch"] = pd.array(
             [int(b) if b >= 0 else pd.NA for b in self.batch], dtype="Int64"
         )
         data["cora_external_id"] = self.external_id
-        out = pd.DataFrame(data, index=index)
+        data["cora_previous_status"] = self.cols["cora_previous_status"].copy()
+        try:
+            out = pd.DataFrame(data, index=index)
+        except UnicodeEncodeError:
+            # An id with broken UTF-16 (an invalid row) cannot be str dtype: keep objects.
+            data["cora_external_id"] = pd.Series(self.external_id, index=index, dtype=object)
+            out = pd.DataFrame(data, index=index)
         out.attrs.update(attrs)
         out.attrs["counts"] = {k: v for k, v in self.counts.items() if v}
-        return out  # type: ignore[no-any-return]
+        return as_result(out)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def upsert(
@@ -219,36 +366,186 @@ def upsert(
     on_invalid: OnInvalid = "raise",
     mode: Mode = "upsert",
     progress: bool = True,
+    journal: JournalSpec = None,
+    force: bool = False,
+    max_failed: int | float | None = None,
+    only: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Create or update Cora accounts from ``df``; see :meth:`CoraAccessor.upsert`."""
+    """Create or update Cora accounts from ``df``; see :meth:`CoraAccessor.upsert`.
+
+    >>> res = upsert(df, cora, journal="backfill.db", max_failed=0.05)  # doctest: +SKIP
+    """
+    limit = FailureLimit(max_failed)
+    options: dict[str, Any] = {
+        "dry_run": dry_run, "include_changes": include_changes, "columns": columns,
+        "on_invalid": on_invalid, "mode": mode, "progress": progress, "journal": journal,
+        "force": force, "max_failed": max_failed,
+    }
+    if only is not None:
+        return _resend(df, only, client, options)
     plan = plan_upsert(
         df, columns=columns, on_invalid=on_invalid, mode=mode,
         max_rows=client.MAX_ROWS if client is not None else CoraClient.MAX_ROWS,
     )
-    client = client if client is not None else CoraClient()
+    own = client is None
+    cora = CoraClient() if client is None else client
+    try:
+        book = open_journal(journal, api="cora", base_url=cora.base_url, key_label=cora.key_id)
+        try:
+            return _execute(plan, cora, book, dry_run=dry_run, include_changes=include_changes,
+                            progress=progress, force=force, limit=limit)
+        finally:
+            if book is not None:
+                book.close()
+    finally:
+        if own:
+            cora.close()
+
+
+def _skip_acknowledged(plan: UpsertPlan, outcome: _Outcome, book: Journal) -> None:
+    """Mark the rows the journal holds as applied with identical content ``skipped``."""
+    previous = book.applied()
+    if previous.empty or not len(plan.positions):
+        return
+    keys, hashes = plan.digests()
+    found = previous.reindex(pd.Index(keys, dtype=object))
+    same = found["hash"].to_numpy(dtype=object) == np.array(hashes, dtype=object)
+    applied = found["status"].isin(APPLIED).to_numpy(dtype=bool)
+    skip = applied & same
+    if not skip.any():
+        return
+    outcome.mark_skipped(plan.positions[skip], found.loc[skip])
+    plan.selected = np.flatnonzero(~skip)
+
+
+def _execute(
+    plan: UpsertPlan, client: CoraClient, book: Journal | None, *, dry_run: bool,
+    include_changes: bool, progress: bool, force: bool, limit: FailureLimit,
+) -> pd.DataFrame:
     outcome = _Outcome(plan)
     started = time.monotonic()
-    attrs: dict[str, Any] = {"api": "cora", "dry_run": dry_run, "requests": 0}
+    attrs: dict[str, Any] = {"api": "cora", "dry_run": dry_run, "requests": 0, "rows_sent": 0}
+    run = 0
+    if book is not None:
+        if not force:
+            _skip_acknowledged(plan, outcome, book)
+        attrs["journal"] = str(book.path)
+        attrs["skipped"] = outcome.counts["skipped"]
+        run = attrs["run"] = book.begin_run(
+            dry_run=dry_run, rows=len(plan.source_index), to_send=len(plan.to_send),
+            skipped=outcome.counts["skipped"],
+        )
 
-    def finish() -> pd.DataFrame:
+    def finish(how: str) -> pd.DataFrame:
         attrs["duration_s"] = round(time.monotonic() - started, 3)
+        if book is not None:
+            with contextlib.suppress(JournalError):  # already failing: keep that error
+                book.end_run(run, how)
         return outcome.frame(plan.source_index, attrs)
 
     eta = max(0, plan.n_chunks - 1) * client.min_interval + client.limiter.wait_time()
     label = "Cora dry run" if dry_run else "Cora upsert"
-    with RunProgress(len(plan.positions), label, enabled=progress, eta=eta) as bar:
+    failed = 0
+    inflight: _Chunk | None = None
+    with RunProgress(len(plan.to_send), label, enabled=progress, eta=eta) as bar:
         try:
-            for batch, positions, body in plan.bodies(
-                dry_run=dry_run, include_changes=include_changes
+            for chunk in plan.chunks(
+                dry_run=dry_run, include_changes=include_changes, hashes=book is not None
             ):
-                answer = client.bulk_upsert_raw(body)
-                attrs["requests"] += 1
-                outcome.merge(answer, positions, batch)
-                bar.advance(len(positions), outcome.counts)
+                inflight = chunk
+                answer = client.bulk_upsert_raw(chunk.body)
+                # Merged and committed as one step: a Ctrl-C here waits until both are done.
+                with deferred_interrupt():
+                    outcome.merge(answer, chunk.positions, chunk.batch)
+                    attrs["requests"] += 1
+                    attrs["rows_sent"] += len(chunk.positions)
+                    if book is not None:
+                        book.record(outcome.acks(chunk), run=run, dry_run=dry_run,
+                                    batch=chunk.batch)
+                    inflight = None
+                bar.advance(len(chunk.positions), outcome.counts)
+                failed += int(np.count_nonzero(outcome.status[chunk.positions] == "failed"))
+                if limit.exceeded(failed, attrs["rows_sent"]):
+                    raise TooManyFailedError(
+                        f"Stopped after {attrs['requests']} request(s): {failed:,} of the "
+                        f"{attrs['rows_sent']:,} rows sent failed, more than "
+                        f"{limit.describe()}. The rows not sent yet are 'not_sent' in "
+                        ".result; fix the failed rows, then send the rest with "
+                        "df.cora.upsert(client, only=exc.result)."
+                    )
+        except KeyboardInterrupt:
+            if inflight is not None:
+                outcome.mark_unknown(inflight.positions, _INTERRUPTED)
+            result = finish("interrupted")
+            raise RunInterrupted(_interrupted_message(attrs, outcome.counts, book),
+                                 result) from None
         except RecocoraError as exc:
-            exc.result = finish()
+            if inflight is not None:
+                outcome.mark_unknown(
+                    inflight.positions,
+                    f"the request carrying this row failed ({type(exc).__name__}); whether "
+                    "Cora applied it is unknown, and re-sending it is safe",
+                )
+            exc.result = finish(f"stopped: {type(exc).__name__}")
             raise
-    return finish()
+    return finish("completed")
+
+
+_INTERRUPTED = (
+    "interrupted while the request carrying this row was in flight: whether Cora applied it "
+    "is unknown, and re-sending it is safe"
+)
+
+
+def _interrupted_message(attrs: dict[str, Any], counts: dict[str, int],
+                         book: Journal | None) -> str:
+    answered = sum(counts[s] for s in SERVER_STATUSES)
+    text = (
+        f"Cora upsert interrupted after {attrs['requests']} answered request(s): "
+        f"{answered:,} rows acknowledged, {counts['not_sent']:,} not sent. The partial "
+        "result is in .result."
+    )
+    if book is not None:
+        text += f" Every answer is in the journal {str(book.path)!r}: run the same call " \
+                "again to send only the rest."
+    else:
+        text += " df.cora.upsert(client, only=<that result>) sends only the rest."
+    return text
+
+
+def _resend(df: pd.DataFrame, previous: pd.DataFrame, client: CoraClient | None,
+            options: dict[str, Any]) -> pd.DataFrame:
+    """``only=previous``: send the rows ``previous`` marks failed or not_sent, and return
+    ``previous`` with their new outcomes."""
+    if not isinstance(previous, pd.DataFrame) or "cora_status" not in previous:
+        raise TypeError("only= takes the result frame of an earlier df.cora.upsert")
+    if (previous.attrs.get("dry_run") or previous.attrs.get("preview")) and not options[
+        "dry_run"
+    ]:
+        raise ValueError(
+            "only= was given the result of a dry run or preview: none of its rows were "
+            "applied, so re-sending only its failed rows would leave the others unwritten. "
+            "Run the full upsert instead."
+        )
+    status = previous["cora_status"].astype(object)
+    wanted = previous.index[status.isin(RESEND_STATUSES).to_numpy(dtype=bool)]
+    if not len(wanted):
+        unchanged: pd.DataFrame = previous.copy()
+        unchanged.attrs.update(requests=0, rows_sent=0, resent=0)
+        return unchanged
+    absent = wanted.difference(df.index, sort=False)
+    if len(absent):
+        raise ValueError(
+            f"{len(absent):,} rows to re-send are not in this frame (e.g. "
+            f"{absent[:3].tolist()}); call it on the frame that produced the result."
+        )
+    try:
+        fresh = upsert(df.loc[wanted], client, **options)
+    except (RecocoraError, RunInterrupted) as exc:
+        if exc.result is not None:
+            exc.result = combine_results(previous, exc.result, "cora_status")
+        raise
+    return combine_results(previous, fresh, "cora_status")
 
 
 def changes_table(result: pd.DataFrame) -> pd.DataFrame:
@@ -260,14 +557,20 @@ def changes_table(result: pd.DataFrame) -> pd.DataFrame:
     columns = ["index", "externalId", "field", "from", "to"]
     if "cora_changes" not in result:
         raise ValueError("not a Cora result frame: it has no cora_changes column")
-    has = result["cora_changes"].map(lambda v: isinstance(v, list) and len(v) > 0)
-    records = []
+    lists = result["cora_changes"].tolist()
+    sizes = np.fromiter((len(v) if isinstance(v, list) else 0 for v in lists), np.int64,
+                        len(lists))
+    # One position per change, then whole columns at once: no per-row lookups.
+    pos = np.repeat(np.arange(len(lists)), sizes)
+    flat = [c if isinstance(c, dict) else {} for v, n in zip(lists, sizes, strict=True)
+            if n for c in v]
     ids = result.get("cora_external_id")
-    for label, changes in result.loc[has, "cora_changes"].items():
-        ext = ids.loc[label] if ids is not None else None
-        for ch in changes:
-            records.append(
-                {"index": label, "externalId": ext, "field": ch.get("field"),
-                 "from": ch.get("from"), "to": ch.get("to")}
-            )
-    return pd.DataFrame(records, columns=columns, dtype=object)  # type: ignore[no-any-return]
+    data = {
+        "index": pd.Series(result.index[pos].tolist(), dtype=object),
+        "externalId": (ids.to_numpy(dtype=object)[pos] if ids is not None
+                       else np.full(len(pos), None, dtype=object)),
+        "field": [c.get("field") for c in flat],
+        "from": [c.get("from") for c in flat],
+        "to": [c.get("to") for c in flat],
+    }
+    return pd.DataFrame(data, columns=columns, dtype=object)  # type: ignore[no-any-return]

@@ -7,12 +7,18 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..journal import JournalSpec
 from .client import RecotapClient
 from .mapping import OnInvalid, map_ids
+from .mapping import diff as local_diff
 from .schema import validate
+
+if TYPE_CHECKING:
+    from ..widgets.preview import RecotapPreview
 
 __all__ = ["RecotapAccessor"]
 
@@ -34,6 +40,10 @@ class RecotapAccessor:
         verify: bool = False,
         on_invalid: OnInvalid = "raise",
         progress: bool = True,
+        journal: JournalSpec = None,
+        force: bool = False,
+        max_failed: int | float | None = None,
+        only: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Write the frame's external ids onto Recotap accounts matched by domain.
 
@@ -41,12 +51,21 @@ class RecotapAccessor:
         :func:`recocora.recotap.mapping.map_ids` for statuses and columns). No existing id
         is replaced unless ``overwrite=True``.
 
-        >>> res = crm.recotap.map_ids(client=rtp)            # doctest: +SKIP
+        ``journal="mappings.db"`` (or ``True``) records every answer, and a re-run skips the
+        mappings already acknowledged (``skipped``); ``force=True`` sends them again.
+        ``max_failed`` (a count, or a fraction of the rows sent) stops the run once more
+        mappings came back ``not_found``. ``only=res`` maps just the rows an earlier
+        result marks ``failed`` or ``not_sent``. Ctrl-C raises
+        :class:`~recocora.journal.RunInterrupted` carrying the partial ``.result``.
+
+        >>> res = crm.recotap.map_ids(client=rtp, journal=True)  # doctest: +SKIP
+        >>> res = crm.recotap.map_ids(client=rtp, only=res)      # doctest: +SKIP
         >>> res["recotap_status"].value_counts()             # doctest: +SKIP
         """
         return map_ids(
             self._df, client=client, domain=domain, external_id=external_id,
             overwrite=overwrite, verify=verify, on_invalid=on_invalid, progress=progress,
+            journal=journal, force=force, max_failed=max_failed, only=only,
         )
 
     def validate(
@@ -59,3 +78,46 @@ class RecotapAccessor:
         ... # doctest: +SKIP
         """
         return validate(self._df, domain=domain, external_id=external_id)
+
+    def diff(
+        self,
+        client: RecotapClient | None = None,
+        *,
+        domain: Hashable = "domain",
+        external_id: Hashable = "externalId",
+        overwrite: bool = False,
+        on_invalid: OnInvalid = "raise",
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """A preview of :meth:`map_ids` that writes nothing: the same result frame, each row
+        saying what would happen (``mapped``, ``unchanged``, ``already_mapped``,
+        ``superseded``, ``not_found``, ``invalid``), read from the accounts' current state;
+        ``attrs["preview"] == "local"`` (see :func:`recocora.recotap.mapping.diff`).
+
+        >>> crm.recotap.diff(client=rtp)["recotap_status"].value_counts()  # doctest: +SKIP
+        """
+        return local_diff(
+            self._df, client, domain=domain, external_id=external_id, overwrite=overwrite,
+            on_invalid=on_invalid, progress=progress,
+        )
+
+    def preview(
+        self, client: RecotapClient | None = None, **map_ids_kwargs: Any
+    ) -> RecotapPreview:
+        """A notebook widget showing what :meth:`map_ids` would do, before anything is written.
+
+        It shows the validation report, the counts (mapped / not_found / already_mapped /
+        superseded / unchanged) worked out with :meth:`diff`, a filterable, paged table of
+        domain, id to write and the id each account holds now, and the requests the real run
+        needs. Its **Apply** button runs ``map_ids(client=client, **map_ids_kwargs)`` with a
+        live progress bar, asking for a second confirmation when ``overwrite=True`` would
+        replace an id an account already holds; ``.result`` then holds the result frame.
+        ``progress`` shows a bar while the preview is worked out. Outside a widget front end
+        it shows as static HTML or text.
+
+        >>> w = crm.recotap.preview(client=rtp, overwrite=True)  # doctest: +SKIP
+        >>> w  # doctest: +SKIP
+        """
+        from ..widgets.preview import RecotapPreview
+
+        return RecotapPreview(self._df, client, **map_ids_kwargs)

@@ -22,7 +22,7 @@ import idna
 import numpy as np
 import pandas as pd
 
-from recocora.frames import validation_error
+from recocora.frames import unencodable_mask, validation_error
 
 __all__ = ["domain_problems", "failure_cases", "normalize_domain"]
 
@@ -81,6 +81,10 @@ def domain_problems(series: pd.Series[Any]) -> pd.DataFrame:
     0   acme.com                            <NA>
     1       <NA>  is an IP address, not a domain
     """
+    # Broken UTF-16 fits no str column: such cells are set aside, then reported.
+    broken = _broken_text(series)
+    if broken.any():
+        series = series.astype(object).where(~broken)
     # Positional from here on: the caller's index may hold duplicates or be a MultiIndex.
     raw = series.astype(_STRING).reset_index(drop=True)
     # Missing as pandas (and so the schema's not-null check) sees it: None, NaN, NA, NaT.
@@ -102,6 +106,7 @@ def domain_problems(series: pd.Series[Any]) -> pd.DataFrame:
     normalized[clean] = text.to_numpy(dtype=object)[clean]
     reason = np.full(len(text), None, dtype=object)
     reason[missing] = "is missing"
+    reason[broken] = "is text with unpaired surrogates (broken UTF-16); fix its encoding"
 
     todo = ~clean & ~missing
     if todo.any():
@@ -115,6 +120,18 @@ def domain_problems(series: pd.Series[Any]) -> pd.DataFrame:
         index=series.index,
     )
     return result
+
+
+def _broken_text(series: pd.Series[Any]) -> _Mask:
+    dtype = series.dtype
+    if not (dtype == np.dtype(object)
+            or (isinstance(dtype, pd.StringDtype) and dtype.storage == "python")):
+        return np.zeros(len(series), dtype=bool)
+    mask = unencodable_mask(series)
+    values = series.to_numpy(dtype=object)
+    for i in np.flatnonzero(mask).tolist():
+        mask[i] = isinstance(values[i], str)  # a huge number is just not a domain
+    return mask
 
 
 def normalize_domain(

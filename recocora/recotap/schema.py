@@ -17,6 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from recocora.errors import ValidationError
+from recocora.frames import unencodable_mask
 from recocora.frames import validation_error as frame_validation_error
 from recocora.recotap.domains import domain_problems
 
@@ -217,10 +218,7 @@ def _failure_cases(
         },
     )
     frame = pd.DataFrame(
-        {
-            domain: df[domain].to_numpy(dtype=object),
-            external_id: df[external_id].to_numpy(dtype=object),
-        }
+        {domain: _printable(df[domain]), external_id: _printable(df[external_id])}
     )
     try:
         schema.validate(frame, lazy=True)
@@ -259,6 +257,19 @@ def _failure_cases(
         }
     )
     return cases
+
+
+def _printable(series: pd.Series[Any]) -> pd.Series[Any]:
+    """The cells as objects, broken UTF-16 escaped: pandera prints failing values, and text
+    with unpaired surrogates can be neither printed nor held in a str column. The checks
+    themselves use the verdicts computed beforehand, and the reported values come from
+    the frame itself."""
+    values = series.to_numpy(dtype=object).copy()
+    for i in np.flatnonzero(unencodable_mask(series)).tolist():
+        if isinstance(values[i], str):
+            values[i] = values[i].encode("utf-8", "backslashreplace").decode("utf-8")
+    printable: pd.Series[Any] = pd.Series(values, dtype=object)
+    return printable
 
 
 def _empty_failures() -> pd.DataFrame:
@@ -308,6 +319,14 @@ def _external_id_problems(series: pd.Series[Any]) -> pd.DataFrame:
             continue
         subset = values[rows]
         if name == "str":
+            broken = unencodable_mask(subset)
+            if broken.any():
+                # Broken UTF-16 (unpaired surrogates) fits no str column and no JSON body.
+                where = np.flatnonzero(rows)[broken]
+                reason[where] = "is text with unpaired surrogates (broken UTF-16); fix its encoding"
+                rows = rows.copy()
+                rows[where] = False
+                subset = values[rows]
             text = subset.astype(_STRING).str.strip()
             empty = text.eq("").to_numpy(dtype=bool)
             normalized[rows] = text.where(~empty)

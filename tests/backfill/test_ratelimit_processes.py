@@ -1,0 +1,156 @@
+"""The Cora limiter shared between processes through a file in the cache directory."""
+
+from __future__ import annotations
+
+import multiprocessing
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from recocora import CoraClient
+from recocora.ratelimit import MAX_DEFER, SpacingLimiter, limiter_for, slot_file_for
+
+from .conftest import Child, bulk_posts
+
+if TYPE_CHECKING:
+    from recocora.sandbox import Sandbox
+
+
+class FakeTime:
+    """A wall clock that only moves when someone sleeps."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_limiters_on_one_file_book_from_one_schedule(tmp_path: Path) -> None:
+    t = FakeTime()
+    slot = tmp_path / "k.slot"
+    a = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
+    b = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
+    m = a.margin()
+    cold = 20.0 + 4 * m  # a limiter's first request opens a connection: more room after it
+    assert a.acquire() == 0.0
+    assert b.wait_time() == pytest.approx(cold)
+    assert b.acquire() == pytest.approx(cold)  # b waited for a's booking, never having seen a
+    assert a.wait_time() == pytest.approx(cold)  # and a sees b's
+    assert a.acquire() == pytest.approx(cold)
+    assert b.wait_time() == pytest.approx(20.0 + m)  # a's second booking is a warm one
+    b.defer(45.0)
+    assert a.wait_time() == pytest.approx(45.0)
+
+
+def test_the_file_holds_only_a_time(tmp_path: Path) -> None:
+    slot = tmp_path / "k.slot"
+    lim = SpacingLimiter(1.0, shared=slot)
+    lim.acquire()
+    data = slot.read_bytes()
+    assert len(data) == 8
+    assert abs(struct.unpack("<d", data)[0] - (time.time() + 1.0)) < 1.0
+    assert slot.stat().st_mode & 0o077 == 0
+
+
+def test_a_zero_interval_never_touches_the_file(tmp_path: Path) -> None:
+    slot = tmp_path / "k.slot"
+    lim = SpacingLimiter(0.0, shared=slot)
+    lim.acquire()
+    lim.defer(0.01)
+    assert not slot.exists()
+
+
+def test_a_booking_from_before_a_clock_jump_is_ignored(tmp_path: Path) -> None:
+    t = FakeTime()
+    slot = tmp_path / "k.slot"
+    slot.write_bytes(struct.pack("<d", t.now + 20 + MAX_DEFER + 3600))
+    lim = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
+    assert lim.acquire() == 0.0
+
+
+def test_an_unusable_cache_directory_falls_back_to_this_process(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    lim = SpacingLimiter(0.05, shared=blocker / "k.slot")
+    assert lim.acquire() == 0.0
+    waited = lim.acquire()
+    assert waited > 0  # still spaced within the process
+
+
+def test_limiter_for_uses_a_file_per_key_and_server(cache_dir: Path) -> None:
+    a = limiter_for("https://a.example", "k1", 20.0)
+    assert a.shared_path == slot_file_for("https://a.example", "k1")
+    assert a.shared_path is not None and a.shared_path.parent == cache_dir / "ratelimit"
+    assert slot_file_for("https://a.example", "k2") != a.shared_path
+    assert slot_file_for("https://b.example", "k1") != a.shared_path
+    assert "k1" not in a.shared_path.name
+
+
+def _book(limiter: SpacingLimiter, out: multiprocessing.Queue[float]) -> None:
+    out.put(limiter.wait_time())
+    limiter.defer(60.0)
+
+
+def test_a_forked_child_keeps_sharing_the_schedule(tmp_path: Path) -> None:
+    parent = SpacingLimiter(30.0, shared=tmp_path / "k.slot")
+    parent.acquire()
+    ctx = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue[float] = ctx.Queue()
+    # The child inherits the limiter (and its open file): it must open the file anew, or
+    # its lock would be the parent's.
+    proc = ctx.Process(target=_book, args=(parent, out))
+    proc.start()
+    proc.join(10)
+    assert proc.exitcode == 0
+    assert out.get(timeout=5) > 29  # the child saw the parent's booking
+    assert parent.wait_time() > 59  # and the parent sees the child's
+
+
+def test_two_processes_on_one_key_draw_no_429(
+    sb: Sandbox, child: Callable[..., Child], tmp_path: Path
+) -> None:
+    window = 0.3
+    sb.set_cora_window(window)
+    go = tmp_path / "go"
+    spec = {"api": "cora", "key": sb.cora_key, "url": sb.cora_base_url, "interval": window,
+            "rows": 10, "n": 60, "go": str(go)}
+    runs = [child(**spec, start=0), child(**spec, start=1000)]
+    # Both start sending together, once both have imported and built their frames.
+    for run in runs:
+        run.wait_for(lambda run=run: Path(f"{go}.ready.{run.spec['start']}").exists())
+    go.touch()
+    reports = [run.finish() for run in runs]
+    for report in reports:
+        assert report["returncode"] == 0, report["stderr"]
+        assert report["counts"] == {"created": 60}
+    posts = bulk_posts(sb)
+    # The limiter books each slot window + margin after the last one, whichever process
+    # booked it (and more after a process's first, connection-opening request), so no
+    # request can arrive inside another's window: no 429 at all.
+    assert [p.status for p in posts] == [200] * 12
+    # Both ran at once and were spaced as one: the work took eleven windows.
+    (a0, a1), (b0, b1) = ((r["began"], r["ended"]) for r in reports)
+    assert a0 < b1 and b0 < a1
+    assert max(a1, b1) - min(a0, b0) >= 11 * window
+    assert len(sb.cora_accounts()) == 120
+
+
+def test_a_client_in_this_process_waits_for_a_booking_made_elsewhere(
+    sb: Sandbox, cora_for: Callable[..., CoraClient], cache_dir: Path
+) -> None:
+    sb.add_cora_key("cora_org_waiter.s3cret", sb.cora_org)
+    client = cora_for(api_key="cora_org_waiter.s3cret", min_interval=5.0)
+    assert client.limiter.shared_path == slot_file_for(client.base_url, "waiter")
+    other = SpacingLimiter(5.0, shared=client.limiter.shared_path)
+    other.acquire()  # as if another process had just sent a request
+    assert client.limiter.wait_time() > 4.5
