@@ -1,0 +1,714 @@
+"""Preview → confirm → progress → results: the notebook widgets behind ``df.cora.preview()``
+and ``df.recotap.preview()``.
+
+The preview is worked out with the free local diffs (``df.cora.diff``, ``df.recotap.diff``),
+so showing it writes nothing and spends no bulk slot. **Apply** runs the real call with the
+same arguments in a background thread; when anything already stored would be overwritten it
+first asks for an explicit confirmation. Every part is an attribute, so code and tests can
+click the buttons and read the labels without a browser:
+
+>>> w = df.cora.preview(client=cora, on_invalid="skip")  # doctest: +SKIP
+>>> w.apply_button.click(); w.confirm_button.click(); w.wait()  # doctest: +SKIP
+>>> w.result["cora_status"].value_counts()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import ipywidgets as widgets
+import orjson
+import pandas as pd
+
+from ..cora.accessor import CoraAccessor
+from ..cora.client import CoraClient
+from ..cora.upsert import changes_table
+from ..display import (
+    STATUS_ORDER,
+    as_result,
+    badges_html,
+    status_counts,
+    summary_html,
+    summary_text,
+)
+from ..errors import ValidationError
+from ..progress import format_duration
+from ..recotap.accessor import RecotapAccessor
+from ..recotap.client import RecotapClient
+from .results import PagedTable, message_html
+
+__all__ = ["STATES", "CoraPreview", "Preview", "RecotapPreview"]
+
+#: What a preview can be doing; ``Preview.state`` holds one of these.
+STATES = ("ready", "blocked", "confirming", "running", "done", "failed")
+
+_PROBLEM_COLUMNS = ["row", "column", "problem", "value", "message"]
+
+#: Reports one answered request: rows it carried and their outcomes by status.
+Advance = Callable[[int, Mapping[str, int]], None]
+
+
+def _accepted(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``func`` takes (all of them when it takes ``**kwargs``)."""
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(kwargs)
+    names = {p.name for p in params}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _problems(failure_cases: pd.DataFrame) -> pd.DataFrame:
+    """Failure cases in the preview's problem-table shape."""
+    if not len(failure_cases):
+        empty: pd.DataFrame = pd.DataFrame(columns=_PROBLEM_COLUMNS, dtype=object)
+        return empty
+    out: pd.DataFrame = pd.DataFrame(
+        {
+            "row": failure_cases["index"].astype(object).to_numpy(),
+            "column": failure_cases["column"].astype(object).to_numpy(),
+            "problem": failure_cases["check"].astype(object).to_numpy(),
+            "value": failure_cases["value"].astype(object).to_numpy(),
+            "message": failure_cases["message"].astype(object).to_numpy(),
+        },
+        dtype=object,
+    )
+    return out
+
+
+def _error_text(exc: BaseException) -> str:
+    # Library errors never carry secrets; the type name tells auth from transport from data.
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+class _Watch:
+    """Stands in for a client during the real run, passing every call through and reporting
+    each answered request, so the progress bar moves as answers arrive."""
+
+    def __init__(self, client: Any, method: str,
+                 on_answer: Callable[[bytes, dict[str, Any]], None]) -> None:
+        self._client = client
+        self._method = method
+        self._on_answer = on_answer
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name != self._method:
+            return attr
+
+        def watched(body: bytes, *args: Any, **kwargs: Any) -> Any:
+            answer = attr(body, *args, **kwargs)
+            self._on_answer(body, answer)
+            return answer
+
+        return watched
+
+
+class _Side(Protocol):
+    """What one API brings to a preview: its calls, its statuses and its words."""
+
+    api: str
+    label: str
+    rows: int
+    headline: tuple[str, ...]
+    changes_facet: str
+    changes_title: str
+
+    def make_client(self) -> Any: ...
+
+    def run_method(self) -> Callable[..., pd.DataFrame]: ...
+
+    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
+
+    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
+
+    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame: ...
+
+    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int: ...
+
+    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame: ...
+
+    def to_send(self, preview: pd.DataFrame) -> int: ...
+
+    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str: ...
+
+    def confirm_text(self, overwrites: int, n_changes: int) -> str: ...
+
+    def watch(self, client: Any, advance: Advance) -> Any: ...
+
+
+class Preview(widgets.VBox):  # type: ignore[misc]
+    """What a bulk call would do, shown before it runs, with an **Apply** button.
+
+    Parts (attributes): ``title_html``, ``validation_html`` and ``problems`` (a
+    :class:`~recocora.widgets.results.PagedTable` of invalid rows and rows that would
+    fail), ``counts_html``, ``eta_html``, ``changes`` (a ``PagedTable``), ``apply_button``,
+    ``confirm_box`` with ``confirm_html``, ``confirm_button`` and ``cancel_button``,
+    ``progress`` (an ``IntProgress``), ``progress_html``, ``message_html`` (errors) and
+    ``result_html``. State: ``state`` (one of :data:`STATES`), ``preview_result`` (the diff
+    frame), ``failure_cases`` (``row, column, problem, value, message``), ``overwrites``
+    (rows whose stored data would be replaced), ``result`` (the real run's result frame,
+    the partial one after an error), ``error`` and ``preview_error``.
+
+    Build it with ``df.cora.preview()`` or ``df.recotap.preview()``.
+    """
+
+    def __init__(self, side: _Side, client: Any, kwargs: Mapping[str, Any]) -> None:
+        self._side = side
+        # ``progress`` shows a bar while the preview is worked out; the run has its own.
+        self._progress = bool(kwargs.get("progress", True))
+        self._kwargs = {k: v for k, v in kwargs.items() if k != "progress"}
+        # A misspelt option should fail now, not after the user clicked Apply.
+        inspect.signature(side.run_method()).bind(**self._kwargs)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._own_client = client is None
+        self.client: Any = client
+        self.state = "ready"
+        self.preview_result: pd.DataFrame | None = None
+        self.preview_error: BaseException | None = None
+        self.failure_cases: pd.DataFrame = _problems(pd.DataFrame())
+        self.overwrites = 0
+        self.result: pd.DataFrame | None = None
+        self.error: BaseException | None = None
+        self._live: Counter[str] = Counter()
+        self._done = 0
+
+        self.title_html = widgets.HTML()
+        self.validation_html = widgets.HTML()
+        self.counts_html = widgets.HTML()
+        self.eta_html = widgets.HTML()
+        self.apply_button = widgets.Button(
+            description="Apply", button_style="primary", icon="play",
+            tooltip="Run the real call with these settings",
+        )
+        self.confirm_html = widgets.HTML()
+        self.confirm_button = widgets.Button(description="Confirm overwrite", button_style="danger")
+        self.cancel_button = widgets.Button(description="Cancel")
+        self.confirm_box = widgets.VBox(
+            [self.confirm_html, widgets.HBox([self.confirm_button, self.cancel_button])],
+            layout=widgets.Layout(display="none"),
+        )
+        self.progress = widgets.IntProgress(
+            value=0, min=0, max=1, layout=widgets.Layout(display="none")
+        )
+        self.progress_html = widgets.HTML()
+        self.message_html = widgets.HTML()
+        self.result_html = widgets.HTML()
+        # Stable class names, so a page (or a browser test) can find each part.
+        for part, name in ((self.apply_button, "apply"), (self.confirm_button, "confirm"),
+                           (self.cancel_button, "cancel"), (self.progress, "progress"),
+                           (self.message_html, "message"), (self.result_html, "result")):
+            part.add_class(f"recocora-{name}")
+        self.apply_button.on_click(self._on_apply)
+        self.confirm_button.on_click(self._on_confirm)
+        self.cancel_button.on_click(self._on_cancel)
+
+        self._compute()
+        self.problems = PagedTable(
+            self.failure_cases, facet="problem", page_size=10, empty="No problems found."
+        )
+        self.problems.layout.display = "" if len(self.failure_cases) else "none"
+        self.changes = PagedTable(
+            side.changes(self.preview_result), facet=side.changes_facet, page_size=15,
+            empty="Nothing would change.",
+        )
+        changes_title = widgets.HTML(f"<b>{html.escape(side.changes_title)}</b>")
+        if self.preview_result is None:
+            # Nothing is known about what would change: show no empty table that says so.
+            changes_title.layout.display = self.changes.layout.display = "none"
+        self._render_preview()
+        super().__init__(
+            [
+                self.title_html,
+                self.validation_html, self.problems,
+                self.counts_html, self.eta_html,
+                changes_title, self.changes,
+                widgets.HBox([self.apply_button]), self.confirm_box,
+                widgets.HBox([self.progress, self.progress_html]),
+                self.message_html, self.result_html,
+            ]
+        )
+        self.add_class("recocora-preview")
+        self._sync_buttons()
+
+    # -- the preview ----------------------------------------------------------------------------
+
+    def _compute(self) -> None:
+        side = self._side
+        try:
+            if self.client is None:
+                self.client = side.make_client()
+            preview = side.diff(self.client, self._progress, self._kwargs)
+        except ValidationError as exc:
+            self.preview_error = exc
+            self.failure_cases = _problems(exc.failure_cases)
+            self.state = "blocked"
+            return
+        except Exception as exc:
+            self.preview_error = exc
+            self.state = "blocked"
+            return
+        self.preview_result = as_result(preview)
+        if status_counts(preview).get("invalid"):
+            self.failure_cases = _problems(side.failure_cases(self._kwargs))
+        failing = side.would_fail(preview)
+        if len(failing):
+            self.failure_cases = pd.concat([self.failure_cases, failing], ignore_index=True)
+        self.overwrites = side.overwrites(preview, self._kwargs)
+
+    def _render_preview(self) -> None:
+        side = self._side
+        self.title_html.value = (
+            f"<h3 style='margin:4px 0'>{html.escape(side.label)} preview: "
+            f"{_plural(side.rows, 'row')}</h3><div style='color:#57606a'>Worked out from the "
+            "accounts' current state: nothing has been written.</div>"
+        )
+        self.validation_html.value = self._validation_block()
+        preview = self.preview_result
+        if preview is None:
+            # A validation failure already has its report and table above.
+            if not (isinstance(self.preview_error, ValidationError) and len(self.failure_cases)):
+                self.message_html.value = message_html(self._blocked_text(), kind="error")
+            return
+        counts = status_counts(preview)
+        shown = {s: counts.get(s, 0) for s in side.headline}
+        shown.update({s: k for s, k in counts.items() if s not in shown})
+        self.counts_html.value = (
+            "<div style='margin:6px 0'><b>What would happen:</b> "
+            f"{badges_html(shown, show_zero=True)}</div>"
+        )
+        eta = html.escape(side.eta(self.client, preview, self._kwargs))
+        self.eta_html.value = f"<div style='margin:4px 0'>{eta}</div>"
+
+    def _blocked_text(self) -> str:
+        exc = self.preview_error
+        if isinstance(exc, ValidationError):
+            return str(exc)
+        return ("The preview could not be worked out, so nothing can be applied from it.\n"
+                f"{_error_text(exc) if exc is not None else ''}")
+
+    def _validation_block(self) -> str:
+        cases = self.failure_cases
+        blocked = isinstance(self.preview_error, ValidationError)
+        if not len(cases):
+            if self.preview_error is not None:
+                return ""
+            return message_html("Validation: every row is valid.", kind="success")
+        rows = cases["row"].dropna().map(repr).nunique()
+        ranked = (
+            cases.groupby(["column", "problem"], dropna=False, sort=False).size()
+            .sort_values(ascending=False, kind="stable")
+        )
+        verb = "failed validation" if blocked else "would not be written"
+        lines = [f"{_plural(rows, 'row')} {verb} ({_plural(len(cases), 'problem')}):"]
+        lines += [
+            f"  {problem} in {column}: {k:,}"
+            for (column, problem), k in zip(ranked.index.tolist(), ranked.tolist(), strict=True)
+        ]
+        if blocked:
+            lines.append("Nothing can be sent as asked: fix these rows, or preview again with "
+                         "on_invalid='skip' to send only the valid rows.")
+        return message_html("\n".join(lines), kind="error" if blocked else "warning")
+
+    # -- buttons --------------------------------------------------------------------------------
+
+    def _sync_buttons(self) -> None:
+        state = self.state
+        self.apply_button.disabled = state not in ("ready", "failed")
+        self.confirm_button.disabled = state != "confirming"
+        self.cancel_button.disabled = state != "confirming"
+        self.confirm_box.layout.display = "" if state == "confirming" else "none"
+        label = {"done": ("Applied", "check"), "running": ("Running…", "spinner")}
+        self.apply_button.description, self.apply_button.icon = label.get(
+            state, ("Apply", "play")
+        )
+
+    def _on_apply(self, _button: Any = None) -> None:
+        thread = None
+        with self._lock:
+            if self.state not in ("ready", "failed"):
+                return
+            if self.overwrites and not self._kwargs.get("dry_run"):
+                self.state = "confirming"
+                text = self._side.confirm_text(self.overwrites, len(self.changes.frame))
+                self.confirm_html.value = message_html(text, kind="warning")
+            else:
+                thread = self._begin()
+        self._launch(thread)
+
+    def _on_confirm(self, _button: Any = None) -> None:
+        thread = None
+        with self._lock:
+            if self.state == "confirming":
+                thread = self._begin()
+        self._launch(thread)
+
+    def _on_cancel(self, _button: Any = None) -> None:
+        with self._lock:
+            if self.state == "confirming":
+                self.state = "ready" if self.error is None else "failed"
+        self._sync_buttons()
+
+    # -- the real run ---------------------------------------------------------------------------
+
+    def _begin(self) -> threading.Thread:
+        """Move to ``running`` (the caller holds the lock, so a double click starts one run)."""
+        self.state = "running"
+        self.error = None
+        self._live = Counter()
+        self._done = 0
+        self._thread = threading.Thread(target=self._work, name="recocora-apply", daemon=True)
+        return self._thread
+
+    def _launch(self, thread: threading.Thread | None) -> None:
+        if thread is not None:
+            assert self.preview_result is not None
+            self.progress.max = max(1, self._side.to_send(self.preview_result))
+            self.progress.value = 0
+            self.progress.bar_style = "info"
+            self.progress.layout.display = ""
+            self.progress_html.value = "starting…"
+            self.message_html.value = ""
+            self.result_html.value = ""
+        self._sync_buttons()
+        if thread is not None:
+            thread.start()
+
+    def _advance(self, rows: int, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            self._live.update(counts)
+            self._done += rows
+            done = self._done
+            order = STATUS_ORDER.get(self._side.api, ())
+            live = {k: self._live[k] for k in order if self._live[k]}
+            live.update((k, n) for k, n in self._live.items() if k not in live and n)
+            if done > self.progress.max:
+                self.progress.max = done
+            self.progress.value = done
+        self.progress_html.value = (
+            f"<span style='margin-left:8px'>{done:,} / {self.progress.max:,} rows "
+            f"{badges_html(live)}</span>"
+        )
+
+    def _work(self) -> None:
+        try:
+            run = self._side.run_method()
+            result = run(client=self._side.watch(self.client, self._advance), progress=False,
+                         **self._kwargs)
+        # Whatever stops the run, the widget must say so rather than stay "running".
+        except BaseException as exc:
+            partial = getattr(exc, "result", None)
+            with self._lock:
+                self.error = exc
+                self.result = as_result(partial) if isinstance(partial, pd.DataFrame) else None
+                self.state = "failed"
+            self._show_failure(exc)
+        else:
+            with self._lock:
+                self.result = as_result(result)
+                self.state = "done"
+            self.progress.bar_style = "success"
+            self.result_html.value = (
+                "<div style='margin:6px 0'><b>Result</b> (<code>widget.result</code> holds the "
+                f"frame):</div>{summary_html(self.result)}"
+            )
+            if self._own_client:
+                self.client.close()
+        finally:
+            self._sync_buttons()
+
+    def _show_failure(self, exc: BaseException) -> None:
+        self.progress.bar_style = "danger"
+        partial = self.result
+        lines = ["The run stopped with an error; Apply runs it again (re-sending is safe).",
+                 _error_text(exc)]
+        if partial is not None:
+            lines.append("Rows so far: " + summary_text(partial))
+            self.result_html.value = summary_html(partial)
+        self.message_html.value = message_html("\n".join(lines), kind="error")
+
+    def wait(self, timeout: float | None = None) -> pd.DataFrame | None:
+        """Block until a started run ends (or ``timeout`` seconds pass); returns ``result``.
+
+        >>> w.apply_button.click(); res = w.wait()  # doctest: +SKIP
+        """
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.result
+
+    def close(self) -> None:
+        """Close the widget, and the client when the preview built it."""
+        # getattr: ipywidgets also calls close() on a widget whose __init__ raised.
+        client = getattr(self, "client", None)
+        if getattr(self, "_own_client", False) and client is not None and (
+            getattr(self, "state", "") != "running"
+        ):
+            client.close()
+        super().close()
+
+    # -- static display -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        side = self._side
+        lines = [f"{side.label} preview: {_plural(side.rows, 'row')}, "
+                 f"state {self.state}"]
+        preview = self.preview_result
+        if preview is None:
+            lines.append(self._blocked_text())
+        else:
+            counts = status_counts(preview)
+            lines.append("would: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
+            lines.append(side.eta(self.client, preview, self._kwargs))
+            if len(self.failure_cases):
+                lines.append(f"{_plural(len(self.failure_cases), 'problem')} in the rows "
+                             "(see .failure_cases)")
+        if self.result is not None:
+            lines.append("result: " + summary_text(self.result))
+        if self.error is not None:
+            lines.append("error: " + _error_text(self.error))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        parts = [self.title_html.value, self.validation_html.value]
+        if len(self.failure_cases):
+            parts.append(self.problems.static_html())
+        parts += [self.counts_html.value, self.eta_html.value]
+        if len(self.changes.frame):
+            parts += [f"<b>{html.escape(self._side.changes_title)}</b>",
+                      self.changes.static_html()]
+        parts += [self.message_html.value, self.result_html.value]
+        if self.state in ("ready", "failed", "confirming"):
+            parts.append(
+                "<div style='color:#57606a;margin-top:6px'><em>Static view: run this in "
+                "Jupyter with ipywidgets for the Apply button.</em></div>"
+            )
+        return f"<div class='recocora-preview'>{''.join(parts)}</div>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        # The widget view where a front end can show widgets; HTML or text everywhere else.
+        data = dict(super()._repr_mimebundle_(**kwargs) or {})
+        data["text/plain"] = repr(self)
+        data["text/html"] = self._repr_html_()
+        return data
+
+
+# ------------------------------------------------------------------------------------ Cora
+
+
+def _fields(details: Any) -> Any:
+    if isinstance(details, list):
+        names = [d.get("field") for d in details if isinstance(d, dict) and d.get("field")]
+        return ", ".join(str(n) for n in names) or None
+    return None
+
+
+class _CoraSide:
+    api = "cora"
+    label = "Cora upsert"
+    headline: tuple[str, ...] = ("created", "updated", "unchanged", "failed")
+    changes_facet = "field"
+    changes_title = "Field changes on existing accounts"
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.accessor = CoraAccessor(df)
+        self.rows = len(df)
+
+    def make_client(self) -> CoraClient:
+        return CoraClient()
+
+    def run_method(self) -> Callable[..., pd.DataFrame]:
+        return self.accessor.upsert
+
+    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
+        options = _accepted(self.accessor.diff, kwargs)
+        options["include_changes"] = True  # the changes table needs them, dry run or not
+        return self.accessor.diff(client=client, progress=progress, **options)
+
+    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
+        return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
+
+    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
+        """Rows Cora would refuse (create requirements, server-side rules), as problems."""
+        failed = preview[preview["cora_status"] == "failed"]
+        out: pd.DataFrame = pd.DataFrame(
+            {
+                "row": failed.index.to_numpy(dtype=object),
+                "column": [_fields(d) for d in failed["cora_details"].tolist()],
+                "problem": failed["cora_code"].astype(object).to_numpy(),
+                "value": failed["cora_external_id"].astype(object).to_numpy(),
+                "message": failed["cora_message"].astype(object).to_numpy(),
+            },
+            columns=_PROBLEM_COLUMNS, dtype=object,
+        )
+        return out
+
+    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
+        return int((preview["cora_status"] == "updated").sum())
+
+    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame:
+        if preview is None:
+            empty: pd.DataFrame = pd.DataFrame(
+                columns=["index", "externalId", "field", "from", "to"], dtype=object
+            )
+            return empty
+        return changes_table(preview)
+
+    def to_send(self, preview: pd.DataFrame) -> int:
+        return int((preview["cora_status"] != "invalid").sum())
+
+    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str:
+        chunks = math.ceil(self.to_send(preview) / client.MAX_ROWS)
+        what = "The dry run" if kwargs.get("dry_run") else "The real run"
+        if not chunks:
+            return f"{what} has no rows to send."
+        seconds = chunks * client.min_interval
+        took = format_duration(seconds) if seconds >= 1 else "under a second"
+        return (f"{what} sends {_plural(chunks, 'request')} of up to {client.MAX_ROWS} rows, "
+                f"one per {client.min_interval:g} s: {took}.")
+
+    def confirm_text(self, overwrites: int, n_changes: int) -> str:
+        return (f"{_plural(overwrites, 'existing account')} would be updated "
+                f"({_plural(n_changes, 'field change')}; stored values are overwritten). "
+                "Confirm to apply, or Cancel.")
+
+    def watch(self, client: Any, advance: Advance) -> CoraClient:
+        def on_answer(body: bytes, answer: dict[str, Any]) -> None:
+            sent = len(orjson.loads(body).get("accounts", []))
+            results = [r for r in answer.get("results", []) if isinstance(r, dict)]
+            counts = Counter(str(r.get("status")) for r in results)
+            if sent > len(results):
+                counts["failed"] += sent - len(results)
+            advance(sent, counts)
+
+        watched: CoraClient = _Watch(client, "bulk_upsert_raw", on_answer)  # type: ignore[assignment]
+        return watched
+
+
+class CoraPreview(Preview):
+    """The widget ``df.cora.preview()`` returns; see :class:`Preview` for its parts.
+
+    ``upsert_kwargs`` are :meth:`~recocora.cora.accessor.CoraAccessor.upsert`'s options
+    (``on_invalid``, ``columns``, ``mode``, ``dry_run`` ...); the preview uses those that
+    shape the outcome and Apply passes them all on.
+
+    >>> w = CoraPreview(df, client=cora, on_invalid="skip")  # doctest: +SKIP
+    """
+
+    def __init__(self, df: pd.DataFrame, client: CoraClient | None = None,
+                 **upsert_kwargs: Any) -> None:
+        super().__init__(_CoraSide(df), client, upsert_kwargs)
+
+
+# --------------------------------------------------------------------------------- Recotap
+
+
+class _RecotapSide:
+    api = "recotap"
+    label = "Recotap map_ids"
+    headline: tuple[str, ...] = (
+        "mapped", "not_found", "already_mapped", "superseded", "unchanged"
+    )
+    changes_facet = "status"
+    changes_title = "Mappings (domain, id to write, id the account holds now)"
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.accessor = RecotapAccessor(df)
+        self.rows = len(df)
+
+    def make_client(self) -> RecotapClient:
+        return RecotapClient()
+
+    def run_method(self) -> Callable[..., pd.DataFrame]:
+        return self.accessor.map_ids
+
+    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
+        options = _accepted(self.accessor.diff, kwargs)
+        return self.accessor.diff(client=client, progress=progress, **options)
+
+    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
+        return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
+
+    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
+        return _problems(pd.DataFrame())
+
+    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
+        """Rows that would replace a different id already on the account."""
+        existing = preview["recotap_existing_id"]
+        mask = (
+            (preview["recotap_status"] == "mapped")
+            & existing.notna()
+            & (existing != preview["recotap_external_id"])
+        )
+        return int(mask.fillna(False).astype(bool).sum())
+
+    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame:
+        columns = ["index", "status", "domain", "id to write", "existing id"]
+        if preview is None:
+            empty: pd.DataFrame = pd.DataFrame(columns=columns, dtype=object)
+            return empty
+        shown = preview[preview["recotap_status"] != "invalid"]
+        out: pd.DataFrame = pd.DataFrame(
+            {
+                "index": shown.index.to_numpy(dtype=object),
+                "status": shown["recotap_status"].astype(object).to_numpy(),
+                "domain": shown["recotap_domain"].astype(object).to_numpy(),
+                "id to write": shown["recotap_external_id"].astype(object).to_numpy(),
+                "existing id": shown["recotap_existing_id"].astype(object).to_numpy(),
+            },
+            columns=columns,
+        )
+        return out
+
+    def to_send(self, preview: pd.DataFrame) -> int:
+        return int(preview["recotap_status"].isin(["mapped", "not_found"]).sum())
+
+    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str:
+        size = client.MAX_MAPPINGS
+        requests = math.ceil(self.to_send(preview) / size)
+        if not requests:
+            return "The real run has no mappings to send."
+        return (f"The real run sends {_plural(requests, 'request')} of up to {size} mappings, "
+                f"{client.max_concurrency} at a time; Recotap documents no rate limit, so it "
+                "takes seconds.")
+
+    def confirm_text(self, overwrites: int, n_changes: int) -> str:
+        held = "holds" if overwrites == 1 else "hold"
+        return (f"overwrite=True: {_plural(overwrites, 'account')} already {held} a different "
+                "id that would be replaced. Confirm to apply, or Cancel.")
+
+    def watch(self, client: Any, advance: Advance) -> RecotapClient:
+        def on_answer(body: bytes, answer: dict[str, Any]) -> None:
+            sent = len(orjson.loads(body).get("mappings", []))
+            missing = len(answer.get("notFound", []) or [])
+            advance(sent, {"mapped": sent - missing, "not_found": missing})
+
+        watched: RecotapClient = _Watch(  # type: ignore[assignment]
+            client, "map_external_ids_raw", on_answer
+        )
+        return watched
+
+
+class RecotapPreview(Preview):
+    """The widget ``df.recotap.preview()`` returns; see :class:`Preview` for its parts.
+
+    ``map_ids_kwargs`` are :meth:`~recocora.recotap.accessor.RecotapAccessor.map_ids`'s
+    options (``domain``, ``external_id``, ``overwrite``, ``on_invalid``, ``verify`` ...);
+    the preview uses those that shape the outcome and Apply passes them all on.
+
+    >>> w = RecotapPreview(crm, client=rtp, overwrite=True)  # doctest: +SKIP
+    """
+
+    def __init__(self, df: pd.DataFrame, client: RecotapClient | None = None,
+                 **map_ids_kwargs: Any) -> None:
+        super().__init__(_RecotapSide(df), client, map_ids_kwargs)

@@ -1,0 +1,168 @@
+"""A filterable, paged table widget and the HTML blocks the preview widgets are built from."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+
+__all__ = ["ALL", "PagedTable", "frame_html", "message_html"]
+
+#: The filter choice that keeps every row.
+ALL = "(all)"
+
+_TABLE_STYLE = (
+    "<style>.recocora-table table{border-collapse:collapse;font-size:12px}"
+    ".recocora-table th,.recocora-table td{border-bottom:1px solid #d0d7de;"
+    "padding:2px 8px;text-align:left !important;vertical-align:top;max-width:32em;"
+    "overflow-wrap:anywhere}</style>"
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return ""
+    return str(value)
+
+
+def frame_html(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """A small frame as an HTML table; every cell is escaped, missing cells are blank.
+
+    >>> "<td>a &lt;b&gt;</td>" in frame_html(pd.DataFrame({"x": ["a <b>"]}))
+    True
+    """
+    shown = frame.map(_cell) if len(frame) else frame
+    table = shown.to_html(index=index, escape=True, border=0, na_rep="", justify="left")
+    return f'{_TABLE_STYLE}<div class="recocora-table">{table}</div>'
+
+
+def message_html(text: str, *, kind: str = "info") -> str:
+    """A boxed message (``kind``: ``info``, ``warning``, ``error``, ``success``), escaped, with
+    line breaks kept.
+
+    >>> "&lt;x&gt;" in message_html("<x>", kind="error")
+    True
+    """
+    colours = {
+        "info": ("#ddf4ff", "#0969da"),
+        "warning": ("#fff8c5", "#9a6700"),
+        "error": ("#ffebe9", "#cf222e"),
+        "success": ("#dafbe1", "#1a7f37"),
+    }
+    bg, edge = colours.get(kind, colours["info"])
+    return (
+        f'<div class="recocora-{html.escape(kind)}" style="background:{bg};'
+        f"border-left:4px solid {edge};padding:6px 10px;margin:4px 0;"
+        f'white-space:pre-wrap;font-family:monospace;font-size:12px">'
+        f"{html.escape(text)}</div>"
+    )
+
+
+class PagedTable(widgets.VBox):  # type: ignore[misc]
+    """A frame shown a page at a time, filtered by one column's value and by free text.
+
+    ``facet`` names the column the dropdown filters on (``field`` for Cora changes); the
+    text box keeps rows where any cell contains the text (case-insensitive). The parts are
+    attributes (``facet_filter``, ``text_filter``, ``prev_button``, ``next_button``,
+    ``page_label``, ``table``) so code and tests can drive the table without a browser.
+
+    >>> t = PagedTable(pd.DataFrame({"field": ["a", "b"], "to": [1, 2]}), facet="field")
+    >>> t.facet_filter.value = "b"
+    >>> t.rows["to"].tolist()
+    [2]
+    """
+
+    def __init__(self, frame: pd.DataFrame, *, facet: str | None = None,
+                 page_size: int = 20, empty: str = "Nothing to show.") -> None:
+        self.frame: pd.DataFrame = frame.reset_index(drop=True)
+        self.facet = facet if facet in self.frame.columns else None
+        self.page_size = max(1, int(page_size))
+        self.page = 0
+        self.empty = empty
+        self.rows: pd.DataFrame = self.frame
+        # One lowercase string per row, built column-wise once, so each keystroke is a
+        # single vectorised ``contains`` rather than a pass over every cell.
+        haystack = pd.Series("", index=self.frame.index, dtype=object)
+        for column in self.frame.columns:
+            haystack = haystack + "\x1f" + self.frame[column].map(_cell).astype(str).str.lower()
+        self._haystack = haystack
+        options = [ALL]
+        if self.facet is not None:
+            values = self.frame[self.facet].map(_cell).astype(str)
+            options += sorted(set(values.tolist()))
+            self._facet_values = values
+        self.facet_filter = widgets.Dropdown(
+            options=options, value=ALL, description=self.facet or "",
+            layout=widgets.Layout(width="auto", display="" if self.facet else "none"),
+        )
+        self.text_filter = widgets.Text(
+            value="", placeholder="filter: any text", continuous_update=False,
+            layout=widgets.Layout(width="16em"),
+        )
+        self.prev_button = widgets.Button(description="< prev", layout=widgets.Layout(width="6em"))
+        self.next_button = widgets.Button(description="next >", layout=widgets.Layout(width="6em"))
+        self.page_label = widgets.Label()
+        self.table = widgets.HTML()
+        self.facet_filter.observe(self._refilter, names="value")
+        self.text_filter.observe(self._refilter, names="value")
+        self.prev_button.on_click(lambda _: self.go(self.page - 1))
+        self.next_button.on_click(lambda _: self.go(self.page + 1))
+        controls = widgets.HBox(
+            [self.facet_filter, self.text_filter, self.prev_button, self.next_button,
+             self.page_label]
+        )
+        super().__init__([controls, self.table])
+        self._render()
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, math.ceil(len(self.rows) / self.page_size))
+
+    @property
+    def page_frame(self) -> pd.DataFrame:
+        """The rows on the current page."""
+        start = self.page * self.page_size
+        page: pd.DataFrame = self.rows.iloc[start:start + self.page_size]
+        return page
+
+    def go(self, page: int) -> None:
+        """Show page ``page`` (0-based, clamped to the pages there are)."""
+        self.page = min(max(0, page), self.n_pages - 1)
+        self._render()
+
+    def _refilter(self, _change: Any = None) -> None:
+        keep = pd.Series(True, index=self.frame.index)
+        if self.facet is not None and self.facet_filter.value != ALL:
+            keep &= self._facet_values == self.facet_filter.value
+        text = str(self.text_filter.value).strip().lower()
+        if text:
+            keep &= self._haystack.str.contains(text, regex=False)
+        self.rows = self.frame[keep.to_numpy(dtype=bool)]
+        self.page = 0
+        self._render()
+
+    def _render(self) -> None:
+        total = len(self.rows)
+        first = self.page * self.page_size
+        last = min(total, first + self.page_size)
+        of = f" (of {len(self.frame):,})" if total != len(self.frame) else ""
+        self.page_label.value = (
+            f"rows {first + 1:,}-{last:,} of {total:,}{of}" if total else f"0 rows{of}"
+        )
+        self.prev_button.disabled = self.page == 0
+        self.next_button.disabled = self.page >= self.n_pages - 1
+        self.table.value = (
+            frame_html(self.page_frame) if total else f"<em>{html.escape(self.empty)}</em>"
+        )
+
+    def static_html(self) -> str:
+        """The first page as HTML, for front ends without widgets."""
+        head = self.frame.iloc[: self.page_size]
+        more = len(self.frame) - len(head)
+        tail = f"<div><em>... and {more:,} more rows</em></div>" if more > 0 else ""
+        if not len(self.frame):
+            return f"<em>{html.escape(self.empty)}</em>"
+        return frame_html(head) + tail
