@@ -28,6 +28,7 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .journal import JournalError, RunInterrupted, TooManyFailedError
 from .recotap import accessor as _recotap_accessor  # registers df.recotap
 from .recotap.client import RecotapClient
 from .recotap.domains import normalize_domain
@@ -40,12 +41,15 @@ __all__ = [
     "ClockSkewError",
     "ConfigError",
     "CoraClient",
+    "JournalError",
     "NotFoundError",
     "RateLimitError",
     "RecocoraError",
     "RecotapClient",
     "RequestRejectedError",
+    "RunInterrupted",
     "ServerError",
+    "TooManyFailedError",
     "TransportError",
     "ValidationError",
     "__version__",

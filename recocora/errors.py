@@ -12,7 +12,13 @@
     │   ├── RequestRejectedError         4xx about the request itself (body, limits, method)
     │   ├── NotFoundError                404 for a single resource
     │   └── ServerError                  5xx after every retry was spent
-    └── TransportError(ConnectionError)  no answer: dropped connections, timeouts
+    ├── TransportError(ConnectionError)  no answer: dropped connections, timeouts
+    ├── TooManyFailedError               more rows failed than max_failed allows (journal.py)
+    └── JournalError                     the journal file could not be read or written
+
+    RunInterrupted(KeyboardInterrupt)    Ctrl-C stopped a run; ``.result`` is the partial
+                                         result (journal.py; deliberately not an Exception,
+                                         so ``except Exception`` never swallows Ctrl-C)
 
 Errors raised mid-run carry the partial result frame in ``.result`` (rows already
 acknowledged keep their status, the rest are ``not_sent``), so nothing is lost.

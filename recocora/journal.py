@@ -230,7 +230,7 @@ class Journal:
     def __init__(
         self, path: str | os.PathLike[str], *, api: str | None = None, target: str | None = None
     ) -> None:
-        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        self.path = Path(path)
         self.api, self.target = api, target
         self._lock = threading.RLock()
         if str(path) != ":memory:":
@@ -240,12 +240,15 @@ class Journal:
                 raise ConfigError(
                     f"Cannot create the journal's folder {self.path.parent}: {exc.strerror}."
                 ) from None
-        self._db = sqlite3.connect(
-            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
+        try:
+            self._db = sqlite3.connect(
+                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise ConfigError(f"Cannot open the journal {str(path)!r}: {exc}.") from None
         try:
             self._setup()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self._db.close()
             raise ConfigError(
                 f"{path} cannot be used as a recocora journal ({exc}); pass another path."

@@ -250,3 +250,9 @@ def test_a_journal_that_cannot_be_written_stops_the_run_with_its_result(
     assert rest.attrs["counts"] == {"skipped": 10, "unchanged": 10, "created": 10}
     with Journal(journal) as j:
         assert j.runs()["outcome"].tolist() == ["stopped: JournalError", "completed"]
+
+
+def test_a_journal_path_that_cannot_be_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(ConfigError, match="journal"):
+        Journal(tmp_path / "folder.db", api="cora", target=TARGET)

@@ -266,9 +266,10 @@ def test_any_frame_yields_one_status_per_input_row(
 def test_public_names_are_guarded() -> None:
     assert set(recocora.__all__) == {
         "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
-        "NotFoundError", "RateLimitError", "RecocoraError", "RecotapClient",
-        "RequestRejectedError", "ServerError", "TransportError", "ValidationError",
-        "__version__", "changes_table", "normalize_domain", "normalize_phone",
+        "JournalError", "NotFoundError", "RateLimitError", "RecocoraError", "RecotapClient",
+        "RequestRejectedError", "RunInterrupted", "ServerError", "TooManyFailedError",
+        "TransportError", "ValidationError", "__version__", "changes_table",
+        "normalize_domain", "normalize_phone",
     }
     for name in recocora.__all__:
         assert hasattr(recocora, name)
