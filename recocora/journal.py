@@ -34,7 +34,7 @@ import re
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -460,6 +460,38 @@ def combine_results(previous: pd.DataFrame, fresh: pd.DataFrame,
     out.attrs["counts"] = {str(k): int(v) for k, v in tally.items()}
     out.attrs["resent"] = len(fresh)
     return out
+
+
+def resend_rows(
+    df: pd.DataFrame,
+    previous: pd.DataFrame,
+    status_column: str,
+    run: Callable[[pd.DataFrame], pd.DataFrame],
+    resend: Sequence[str],
+    zero: dict[str, int],
+) -> pd.DataFrame:
+    """Run ``run`` on the rows of ``df`` that ``previous`` marks with a status in ``resend``
+    and fold the answers into ``previous`` (``only=`` of upsert and map_ids). ``zero`` is
+    the attrs a run that sends nothing reports; an error's partial result is folded too."""
+    status = previous[status_column].astype(object)
+    wanted = previous.index[status.isin(list(resend)).to_numpy(dtype=bool)]
+    if not len(wanted):
+        unchanged: pd.DataFrame = previous.copy()
+        unchanged.attrs.update(zero)
+        return unchanged
+    absent = wanted.difference(df.index, sort=False)
+    if len(absent):
+        raise ValueError(
+            f"{len(absent):,} rows to re-send are not in this frame (e.g. "
+            f"{absent[:3].tolist()}); call it on the frame that produced the result."
+        )
+    try:
+        fresh = run(df.loc[wanted])
+    except (RecocoraError, RunInterrupted) as exc:
+        if exc.result is not None:
+            exc.result = combine_results(previous, exc.result, status_column)
+        raise
+    return combine_results(previous, fresh, status_column)
 
 
 # --------------------------------------------------------------------------- stopping

@@ -33,9 +33,9 @@ from ..journal import (
     JournalSpec,
     RunInterrupted,
     TooManyFailedError,
-    combine_results,
     deferred_interrupt,
     open_journal,
+    resend_rows,
     row_hashes,
 )
 from ..progress import RunProgress
@@ -527,25 +527,10 @@ def _resend(df: pd.DataFrame, previous: pd.DataFrame, client: CoraClient | None,
             "applied, so re-sending only its failed rows would leave the others unwritten. "
             "Run the full upsert instead."
         )
-    status = previous["cora_status"].astype(object)
-    wanted = previous.index[status.isin(RESEND_STATUSES).to_numpy(dtype=bool)]
-    if not len(wanted):
-        unchanged: pd.DataFrame = previous.copy()
-        unchanged.attrs.update(requests=0, rows_sent=0, resent=0)
-        return unchanged
-    absent = wanted.difference(df.index, sort=False)
-    if len(absent):
-        raise ValueError(
-            f"{len(absent):,} rows to re-send are not in this frame (e.g. "
-            f"{absent[:3].tolist()}); call it on the frame that produced the result."
-        )
-    try:
-        fresh = upsert(df.loc[wanted], client, **options)
-    except (RecocoraError, RunInterrupted) as exc:
-        if exc.result is not None:
-            exc.result = combine_results(previous, exc.result, "cora_status")
-        raise
-    return combine_results(previous, fresh, "cora_status")
+    return resend_rows(
+        df, previous, "cora_status", lambda rows: upsert(rows, client, **options),
+        RESEND_STATUSES, {"requests": 0, "rows_sent": 0, "resent": 0},
+    )
 
 
 def changes_table(result: pd.DataFrame) -> pd.DataFrame:

@@ -44,10 +44,10 @@ from ..journal import (
     JournalSpec,
     RunInterrupted,
     TooManyFailedError,
-    combine_results,
     deferred_interrupt,
     key_fingerprint,
     open_journal,
+    resend_rows,
     row_hashes,
 )
 from ..progress import RunProgress
@@ -187,25 +187,10 @@ def _resend(df: pd.DataFrame, previous: pd.DataFrame, client: RecotapClient | No
             "re-sending only some of them would leave the others unwritten. Run map_ids "
             "on the whole frame instead."
         )
-    status = previous["recotap_status"].astype(object)
-    wanted = previous.index[status.isin(RESEND_STATUSES).to_numpy(dtype=bool)]
-    if not len(wanted):
-        unchanged: pd.DataFrame = previous.copy()
-        unchanged.attrs.update(requests=0, read_requests=0, resent=0)
-        return unchanged
-    absent = wanted.difference(df.index, sort=False)
-    if len(absent):
-        raise ValueError(
-            f"{len(absent):,} rows to re-send are not in this frame (e.g. "
-            f"{absent[:3].tolist()}); call it on the frame that produced the result."
-        )
-    try:
-        fresh = map_ids(df.loc[wanted], client, **options)
-    except (RecocoraError, RunInterrupted) as exc:
-        if exc.result is not None:
-            exc.result = combine_results(previous, exc.result, "recotap_status")
-        raise
-    return combine_results(previous, fresh, "recotap_status")
+    return resend_rows(
+        df, previous, "recotap_status", lambda rows: map_ids(rows, client, **options),
+        RESEND_STATUSES, {"requests": 0, "read_requests": 0, "resent": 0},
+    )
 
 
 class _Run:
