@@ -243,3 +243,48 @@ def recotap_for() -> type[RecotapHttp]:
 def sign() -> Any:
     """The contract's signing function, for tests that build requests by hand."""
     return cora_signature
+
+
+# --------------------------------------------------------------------------- recocora clients
+
+
+def _client_factory(build: Any, defaults: dict[str, Any]) -> Iterator[Any]:
+    """Yield ``make(cls=None, rows=None, **kwargs)`` building clients with ``defaults`` (a
+    test's kwargs win), ``rows`` shrinking the client's chunk size; all closed afterwards."""
+    made: list[Any] = []
+
+    def make(cls: Any = None, rows: int | None = None, **kwargs: Any) -> Any:
+        client = (cls or build)(**{**defaults, **kwargs})
+        if rows is not None:
+            client.MAX_ROWS = rows
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def cora_client_for(sb: Sandbox) -> Iterator[Any]:
+    """Cora clients on the sandbox: window 0 and fast retries unless the test asks."""
+    from recocora import CoraClient
+    from recocora._transport import RetryPolicy
+
+    yield from _client_factory(CoraClient, {
+        "api_key": sb.cora_key, "base_url": sb.cora_base_url, "min_interval": 0.0,
+        # Tiny backoff keeps fault tests fast; the retry budget is the production one.
+        "retry": RetryPolicy(backoff_base=0.01, backoff_cap=0.05),
+    })
+
+
+@pytest.fixture
+def rtp_client_for(sb: Sandbox) -> Iterator[Any]:
+    """Recotap clients on the sandbox with fast retries unless the test asks."""
+    from recocora import RecotapClient
+    from recocora._transport import RetryPolicy
+
+    yield from _client_factory(RecotapClient, {
+        "api_key": sb.recotap_key, "base_url": sb.recotap_base_url,
+        "retry": RetryPolicy(backoff_base=0.01, backoff_cap=0.05),
+    })

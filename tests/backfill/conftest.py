@@ -40,41 +40,15 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def cora_for(sb: Sandbox) -> Iterator[Callable[..., CoraClient]]:
-    """Cora clients on the sandbox (window 0, fast retries unless asked); closed afterwards."""
-    made: list[CoraClient] = []
-
-    def make(rows: int | None = None, **kwargs: Any) -> CoraClient:
-        kwargs.setdefault("api_key", sb.cora_key)
-        kwargs.setdefault("base_url", sb.cora_base_url)
-        kwargs.setdefault("min_interval", 0.0)
-        kwargs.setdefault("retry", FAST_RETRY)
-        client = CoraClient(**kwargs)
-        if rows is not None:
-            client.MAX_ROWS = rows  # type: ignore[misc]
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+def cora_for(cora_client_for: Callable[..., CoraClient]) -> Callable[..., CoraClient]:
+    """Cora clients on the sandbox; ``rows=`` shrinks the chunk size."""
+    return cora_client_for
 
 
 @pytest.fixture
-def rtp_for(sb: Sandbox) -> Iterator[Callable[..., RecotapClient]]:
-    made: list[RecotapClient] = []
-
-    def make(**kwargs: Any) -> RecotapClient:
-        kwargs.setdefault("api_key", sb.recotap_key)
-        kwargs.setdefault("base_url", sb.recotap_base_url)
-        kwargs.setdefault("retry", FAST_RETRY)
-        client = RecotapClient(**kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+def rtp_for(rtp_client_for: Callable[..., RecotapClient]) -> Callable[..., RecotapClient]:
+    """Recotap clients on the sandbox."""
+    return rtp_client_for
 
 
 def accounts(n: int, start: int = 0, **extra: Any) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -19,22 +19,9 @@ FAST_RETRY = RetryPolicy(backoff_base=0.01, backoff_cap=0.05)
 
 
 @pytest.fixture
-def client_for(sb: Sandbox) -> Iterator[Callable[..., CoraClient]]:
-    """Build clients on the sandbox (window 0 unless asked); all closed afterwards."""
-    made: list[CoraClient] = []
-
-    def make(**kwargs: Any) -> CoraClient:
-        kwargs.setdefault("api_key", sb.cora_key)
-        kwargs.setdefault("base_url", sb.cora_base_url)
-        kwargs.setdefault("min_interval", 0.0)
-        kwargs.setdefault("retry", FAST_RETRY)
-        c = CoraClient(**kwargs)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+def client_for(cora_client_for: Callable[..., CoraClient]) -> Callable[..., CoraClient]:
+    """Cora clients on the sandbox (tests/conftest.py: window 0, fast retries)."""
+    return cora_client_for
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,28 +19,14 @@ FAST_RETRY = RetryPolicy(backoff_base=0.01, backoff_cap=0.05)
 
 
 @pytest.fixture
-def client(sb: Sandbox) -> Iterator[RecotapClient]:
-    c = RecotapClient(sb.recotap_key, sb.recotap_base_url, retry=FAST_RETRY)
-    yield c
-    c.close()
+def client(rtp_client_for: Callable[..., RecotapClient]) -> RecotapClient:
+    return rtp_client_for()
 
 
 @pytest.fixture
-def client_for(sb: Sandbox) -> Iterator[Callable[..., RecotapClient]]:
-    """Build clients with other settings (concurrency, key, retry); all closed afterwards."""
-    made: list[RecotapClient] = []
-
-    def make(**kwargs: Any) -> RecotapClient:
-        kwargs.setdefault("api_key", sb.recotap_key)
-        kwargs.setdefault("base_url", sb.recotap_base_url)
-        kwargs.setdefault("retry", FAST_RETRY)
-        c = RecotapClient(**kwargs)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+def client_for(rtp_client_for: Callable[..., RecotapClient]) -> Callable[..., RecotapClient]:
+    """Recotap clients on the sandbox (tests/conftest.py: fast retries)."""
+    return rtp_client_for
 
 
 def domain_of(i: int) -> str:

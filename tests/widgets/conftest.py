@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
 
 from recocora import CoraClient, RecotapClient
-from recocora._transport import RetryPolicy
 
 if TYPE_CHECKING:
     from recocora.sandbox import Sandbox
 
-# Tiny backoff keeps fault tests fast; the retry budget is the production one.
-FAST_RETRY = RetryPolicy(backoff_base=0.01, backoff_cap=0.05)
 
 
 @pytest.fixture
-def cora_for(sb: Sandbox) -> Iterator[Callable[..., CoraClient]]:
-    """Build Cora clients on the sandbox (window 0 unless asked); all closed afterwards."""
-    made: list[CoraClient] = []
-
-    def make(cls: type[CoraClient] = CoraClient, **kwargs: Any) -> CoraClient:
-        kwargs.setdefault("api_key", sb.cora_key)
-        kwargs.setdefault("base_url", sb.cora_base_url)
-        kwargs.setdefault("min_interval", 0.0)
-        kwargs.setdefault("retry", FAST_RETRY)
-        c = cls(**kwargs)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+def cora_for(cora_client_for: Callable[..., CoraClient]) -> Callable[..., CoraClient]:
+    """Cora clients on the sandbox; ``cls=`` builds a subclass."""
+    return cora_client_for
 
 
 @pytest.fixture
@@ -44,10 +28,8 @@ def cora(cora_for: Callable[..., CoraClient]) -> CoraClient:
 
 
 @pytest.fixture
-def rtp(sb: Sandbox) -> Iterator[RecotapClient]:
-    c = RecotapClient(sb.recotap_key, sb.recotap_base_url, retry=FAST_RETRY)
-    yield c
-    c.close()
+def rtp(rtp_client_for: Callable[..., RecotapClient]) -> RecotapClient:
+    return rtp_client_for()
 
 
 def accounts(n: int, start: int = 0, **extra: Any) -> pd.DataFrame:
