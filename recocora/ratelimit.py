@@ -124,6 +124,7 @@ class SpacingLimiter:
         self._lock = threading.Lock()
         self._next = 0.0
         self._cold = True
+        self._learned = 0.0  # extra margin learned from 429s
 
     @property
     def shared_path(self) -> Path | None:
@@ -136,8 +137,24 @@ class SpacingLimiter:
 
     def margin(self) -> float:
         """Slack added to each gap: the server stamps a request when it arrives, a little
-        after we let it go, and a request that goes out faster than the one before it (a
-        reused connection after a fresh one) must not land inside the window."""
+        after we let it go, and that delay varies from one request to the next. 0.1% of the
+        interval + 2 ms (22 ms at Cora's 20 s) covers the jitter of a steady connection;
+        every 429 this limiter runs into widens it (see :meth:`defer`)."""
+        if not self.interval:
+            return 0.0
+        return self.interval * 0.001 + 0.002 + self._learned
+
+    def _cold_extra(self) -> float:
+        """More room after a limiter's first request: it opens the connection (TCP, and TLS
+        in production), so it reaches the server later after its booking than the warm
+        ones that follow. 2% of the interval, at most 250 ms (two round trips on a slow
+        link)."""
+        return min(self.interval * 0.02, 0.25)
+
+    def _foreign_extra(self) -> float:
+        """More room after a slot another limiter (process) booked: its delay between
+        booking and sending is not this process's, and scheduling across processes on a
+        busy machine adds milliseconds."""
         return self.interval * 0.005 + 0.005
 
     def _gap(self) -> float:
@@ -145,11 +162,8 @@ class SpacingLimiter:
             return 0.0
         gap = self.interval + self.margin()
         if self._cold:
-            # This limiter's first request opens a connection (TCP, TLS in production), so it
-            # reaches the server later after its booking than the ones that follow: the slot
-            # after it leaves that much more room.
             self._cold = False
-            gap += 3 * self.margin()
+            gap += self._cold_extra()
         return gap
 
     @contextmanager
@@ -167,7 +181,10 @@ class SpacingLimiter:
         stored = _SlotFile.read(fd)
         if stored > now + self.interval + self.margin() + MAX_DEFER:
             stored = 0.0  # the wall clock went back: the booking is meaningless now
-        return max(self._next, stored)
+        if stored > self._next:
+            # Booked (or deferred) by another limiter since this one's last booking.
+            return stored + self._foreign_extra()
+        return self._next
 
     def wait_time(self) -> float:
         """Seconds until the next slot, without booking it."""
@@ -192,9 +209,21 @@ class SpacingLimiter:
             waited += delay
 
     def defer(self, seconds: float) -> None:
-        """Make the next slot at least ``seconds`` from now (after a 429)."""
+        """Make the next slot at least ``seconds`` from now (after a 429), and widen the
+        margin: a 429 on a request this limiter let go means the jitter between booking and
+        arrival is larger here than the margin allowed for. The extra doubles with each
+        429, up to 2% of the interval + 20 ms, and stays for the limiter's lifetime.
+
+        >>> lim = SpacingLimiter(20.0)
+        >>> lim.defer(1.0)
+        >>> round(lim.margin(), 3)
+        0.067
+        """
         with self._schedule() as fd:
             now = self._clock()
+            if self.interval > 0:
+                first = self.interval * 0.002 + 0.005
+                self._learned = min(max(2 * self._learned, first), self.interval * 0.02 + 0.02)
             self._next = max(self._shared_next(fd, now), now + seconds)
             if fd is not None:
                 _SlotFile.write(fd, self._next)

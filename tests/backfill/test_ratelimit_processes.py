@@ -41,15 +41,48 @@ def test_limiters_on_one_file_book_from_one_schedule(tmp_path: Path) -> None:
     a = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
     b = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
     m = a.margin()
-    cold = 20.0 + 4 * m  # a limiter's first request opens a connection: more room after it
+    assert m == pytest.approx(0.022)  # 0.1% of the interval + 2 ms
+    cold = 20.0 + m + 0.25  # a limiter's first request opens a connection: more room after it
+    foreign = 20.0 * 0.005 + 0.005  # and a slot another process booked gets more room too
     assert a.acquire() == 0.0
-    assert b.wait_time() == pytest.approx(cold)
-    assert b.acquire() == pytest.approx(cold)  # b waited for a's booking, never having seen a
-    assert a.wait_time() == pytest.approx(cold)  # and a sees b's
-    assert a.acquire() == pytest.approx(cold)
-    assert b.wait_time() == pytest.approx(20.0 + m)  # a's second booking is a warm one
+    assert b.wait_time() == pytest.approx(cold + foreign)
+    assert b.acquire() == pytest.approx(cold + foreign)  # b waited for a's booking
+    assert a.wait_time() == pytest.approx(cold + foreign)  # and a sees b's
+    assert a.acquire() == pytest.approx(cold + foreign)
+    assert b.wait_time() == pytest.approx(20.0 + m + foreign)  # a's second booking is warm
     b.defer(45.0)
-    assert a.wait_time() == pytest.approx(45.0)
+    assert a.wait_time() == pytest.approx(45.0 + foreign)
+    assert b.wait_time() == pytest.approx(45.0)  # its own deferral: no foreign room
+
+
+def test_a_limiter_alone_books_warm_gaps_of_interval_plus_margin(tmp_path: Path) -> None:
+    t = FakeTime()
+    lim = SpacingLimiter(0.5, clock=t.clock, sleep=t.sleep, shared=tmp_path / "k.slot")
+    lim.acquire()
+    waits = [lim.acquire() for _ in range(5)]
+    m = 0.5 * 0.001 + 0.002
+    assert waits[0] == pytest.approx(0.5 + m + 0.01)  # after the cold first request
+    assert waits[1:] == pytest.approx([0.5 + m] * 4)
+
+
+def test_each_429_widens_the_margin_up_to_a_cap() -> None:
+    t = FakeTime()
+    lim = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep)
+    base = lim.margin()
+    widened = []
+    for _ in range(12):
+        lim.defer(1.0)
+        widened.append(lim.margin() - base)
+    assert widened[0] == pytest.approx(20.0 * 0.002 + 0.005)
+    assert widened[1] == pytest.approx(2 * widened[0])
+    assert widened == sorted(widened)
+    assert widened[-1] == pytest.approx(20.0 * 0.02 + 0.02)  # capped
+    lim.acquire()
+    assert lim.wait_time() == pytest.approx(20.0 + lim.margin() + 0.25)
+    zero = SpacingLimiter(0.0, clock=t.clock, sleep=t.sleep)
+    zero.defer(1.0)
+    assert zero.margin() == 0.0  # a limiter without an interval never spaces requests
+    assert zero.acquire() == pytest.approx(1.0)  # but still honours a Retry-After
 
 
 def test_the_file_holds_only_a_time(tmp_path: Path) -> None:
