@@ -58,6 +58,7 @@ __all__ = [
     "failure_message",
     "is_missing",
     "json_problem",
+    "object_array",
     "rows_for_chunk",
     "to_json_value",
     "unencodable_mask",
@@ -481,11 +482,17 @@ class _Column:
                 self._raise_for(
                     infinite.tolist(), self._values[infinite].tolist(), [_INFINITE] * len(infinite)
                 )
+        elif _arrow_text(dtype):
+            # Text stays in Arrow memory and becomes Python strings one slice at a time: a
+            # whole column of str objects would take several times the frame's own memory.
+            self._kind = "arrow"
+            self._arrow: Any = series.array.__arrow_array__()
+            self._values = np.empty(0, dtype=object)
+            self._mask = _mask_or_none(series)
         elif isinstance(dtype, pd.StringDtype):
             self._values = series.to_numpy(dtype=object)
             self._mask = _mask_or_none(series)
-            if dtype.storage == "python":  # pyarrow storage cannot hold broken UTF-16
-                self._check_plain()
+            self._check_plain()
         elif pd.api.types.is_object_dtype(dtype):
             self._kind = "object"
             self._values = series.to_numpy(dtype=object)
@@ -542,6 +549,8 @@ class _Column:
         missing = self.missing(a, b)
         if self._kind == "plain":
             return self._values[a:b].tolist(), missing
+        if self._kind == "arrow":
+            return self._arrow.slice(a, b - a).to_pylist(), missing
         if self._kind == "category":
             assert self._cats is not None
             return self._cats[self._values[a:b]].tolist(), missing
@@ -571,6 +580,28 @@ class _Column:
         if empties:
             missing = sorted(skip.union(empties))
         return out, missing
+
+
+def object_array(n: int, value: Any) -> np.ndarray:
+    """An object array holding ``value`` ``n`` times, as one shared object (``np.full``
+    would make ``n`` separate copies of a string).
+
+    >>> a = object_array(3, "not_sent")
+    >>> a.tolist(), a[0] is a[2]
+    (['not_sent', 'not_sent', 'not_sent'], True)
+    """
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
+
+
+def _arrow_text(dtype: Any) -> bool:
+    """Text held by Arrow: pandas' ``str`` / ``string[pyarrow]`` or ``ArrowDtype(pa.string())``."""
+    if isinstance(dtype, pd.StringDtype):
+        return dtype.storage == "pyarrow"
+    if isinstance(dtype, pd.ArrowDtype):
+        return str(dtype.pyarrow_dtype) in ("string", "large_string")
+    return False
 
 
 def _mask_or_none(series: pd.Series) -> np.ndarray | None:

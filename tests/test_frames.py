@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -237,6 +238,53 @@ def test_row_builder_slices_match_whole_chunks() -> None:
     assert sizes == [500, 500, 203]
     assert rebuilt == builder.rows()
     assert [r["externalId"] for r in rebuilt] == df["externalId"].tolist()
+
+
+_TEXT_DTYPES: list[Any] = [
+    "str",
+    "string[pyarrow]",
+    "string[python]",
+    pd.ArrowDtype(pa.string()),
+    pd.ArrowDtype(pa.large_string()),
+]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cells=st.lists(
+        st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]), max_size=6)),
+        max_size=40,
+    ),
+    cut=st.integers(1, 40),
+    size=st.integers(1, 17),
+)
+def test_text_columns_of_every_storage_build_the_same_rows(
+    cells: list[str | None], cut: int, size: int
+) -> None:
+    # Arrow-held text is converted slice by slice; it must give exactly what object cells
+    # give, across chunk boundaries and across the pieces of a chunked Arrow array.
+    expected = RowBuilder(pd.DataFrame({"person.name.first": pd.Series(cells, dtype=object)}))
+    for dtype in _TEXT_DTYPES:
+        col = pd.Series(cells, dtype=dtype)
+        pieces = pd.concat([col.iloc[:cut], col.iloc[cut:]], ignore_index=True)
+        for series in (col, pieces):
+            builder = RowBuilder(pd.DataFrame({"person.name.first": series}))
+            for positions in chunk_slices(len(cells), size):
+                assert builder.rows(positions) == expected.rows(positions), dtype
+
+
+def test_arrow_text_stays_in_arrow_until_its_slice_is_built() -> None:
+    df = pd.DataFrame({"externalId": pd.Series(["a", None, "é"], dtype="string[pyarrow]")})
+    builder = RowBuilder(df)
+    column = builder._columns[0]
+    assert column._kind == "arrow" and not len(column._values)
+    assert builder.rows() == [{"externalId": "a"}, {}, {"externalId": "é"}]
+
+
+def test_object_array_shares_one_object() -> None:
+    a = frames.object_array(4, "not_sent")
+    assert a.dtype == object and a.tolist() == ["not_sent"] * 4
+    assert len({id(v) for v in a}) == 1
 
 
 def test_row_builder_rejects_stepped_slices_and_handles_empty() -> None:

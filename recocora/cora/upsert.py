@@ -24,7 +24,15 @@ import pandas as pd
 
 from ..display import as_result
 from ..errors import RecocoraError, ValidationError
-from ..frames import RowBuilder, chunk_slices, dumps, failure_frame, valid_mask, validation_error
+from ..frames import (
+    RowBuilder,
+    chunk_slices,
+    dumps,
+    failure_frame,
+    object_array,
+    valid_mask,
+    validation_error,
+)
 from ..journal import (
     Ack,
     FailureLimit,
@@ -54,6 +62,7 @@ __all__ = [
 
 STATUSES = ("created", "updated", "unchanged", "failed", "invalid", "skipped", "not_sent")
 SERVER_STATUSES = frozenset({"created", "updated", "unchanged", "failed"})
+_SERVER_STATUS = {s: s for s in SERVER_STATUSES}
 #: Statuses a journal counts as applied: rows with them and unchanged content are skipped.
 APPLIED = ("created", "updated", "unchanged")
 #: Statuses that ``only=`` sends again.
@@ -212,16 +221,14 @@ class _Outcome:
 
     def __init__(self, plan: UpsertPlan) -> None:
         n = len(plan.source_index)
-        self.status = np.full(n, "not_sent", dtype=object)
-        self.cols = {c: np.full(n, None, dtype=object) for c in _OBJECT_COLUMNS}
+        self.status = object_array(n, "not_sent")
+        self.cols = {c: object_array(n, None) for c in _OBJECT_COLUMNS}
         self.batch = np.full(n, -1, dtype=np.int64)
         ids: Any = plan.prepared.get("externalId")
         if isinstance(ids, pd.DataFrame):  # duplicate column names: every row is invalid
             ids = ids.iloc[:, 0]
-        self.external_id = (
-            np.full(n, None, dtype=object) if ids is None
-            else ids.astype(object).where(ids.notna(), None).to_numpy()
-        )
+        #: The ids as sent, converted only when the result frame is built.
+        self.external_ids: pd.Series | None = ids
         self.counts = dict.fromkeys(STATUSES, 0)
         self.counts["not_sent"] = n
         self._mark_invalid(plan)
@@ -298,7 +305,8 @@ class _Outcome:
             seen[i] = True
             pos = int(positions[i])
             status = r.get("status")
-            self._set(pos, status if status in SERVER_STATUSES else "failed")
+            # The shared constant, not the parsed string: a million rows share four objects.
+            self._set(pos, _SERVER_STATUS.get(status, "failed"))  # type: ignore[arg-type]
             self.batch[pos] = batch
             c = self.cols
             c["cora_account_id"][pos] = r.get("accountId")
@@ -307,7 +315,7 @@ class _Outcome:
             c["cora_message"][pos] = r.get("message")
             c["cora_details"][pos] = r.get("details")
             c["cora_changes"][pos] = r.get("changes")
-            if status not in SERVER_STATUSES and not r.get("code"):
+            if status not in _SERVER_STATUS and not r.get("code"):
                 c["cora_code"][pos] = "UNKNOWN_STATUS"
                 c["cora_message"][pos] = f"Cora answered an unknown row status {status!r}"
         for i in np.flatnonzero(~seen):
@@ -334,22 +342,31 @@ class _Outcome:
         return out
 
     def frame(self, index: pd.Index, attrs: dict[str, Any]) -> pd.DataFrame:
-        data: dict[str, Any] = {"cora_status": self.status.copy()}
-        data.update({k: self.cols[k].copy() for k in RESULT_COLUMNS[1:7]})
-        data["cora_batch"] = pd.array(
-            [int(b) if b >= 0 else pd.NA for b in self.batch], dtype="Int64"
-        )
-        data["cora_external_id"] = self.external_id
-        data["cora_previous_status"] = self.cols["cora_previous_status"].copy()
+        """The result frame. Its columns take over this outcome's arrays (no copies: the
+        outcome is finished when its frame is built)."""
+        data: dict[str, Any] = {"cora_status": self.status}
+        data.update({k: self.cols[k] for k in RESULT_COLUMNS[1:7]})
+        data["cora_batch"] = pd.arrays.IntegerArray(self.batch, self.batch < 0)
+        data["cora_external_id"] = self._external_id_column()
+        data["cora_previous_status"] = self.cols["cora_previous_status"]
         try:
-            out = pd.DataFrame(data, index=index)
+            out = pd.DataFrame(data, index=index, copy=False)
         except UnicodeEncodeError:
             # An id with broken UTF-16 (an invalid row) cannot be str dtype: keep objects.
-            data["cora_external_id"] = pd.Series(self.external_id, index=index, dtype=object)
-            out = pd.DataFrame(data, index=index)
+            data["cora_external_id"] = pd.Series(data["cora_external_id"], index=index,
+                                                 dtype=object)
+            out = pd.DataFrame(data, index=index, copy=False)
         out.attrs.update(attrs)
         out.attrs["counts"] = {k: v for k, v in self.counts.items() if v}
         return as_result(out)
+
+    def _external_id_column(self) -> Any:
+        ids = self.external_ids
+        if ids is None:
+            return object_array(len(self.status), None)
+        if isinstance(ids.dtype, pd.StringDtype):
+            return ids.array  # already text: shared, not converted to Python strings
+        return ids.astype(object).where(ids.notna(), None).to_numpy()
 
 
 def _text(value: Any) -> str | None:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..display import as_result
 from ..errors import RecocoraError
-from ..frames import chunk_slices, dumps
+from ..frames import chunk_slices, dumps, object_array
 from ..journal import (
     Ack,
     FailureLimit,
@@ -208,7 +208,7 @@ class _Run:
         self.ids = _objects(prepared["externalId"])
         ready = prepared.notna().all(axis=1).to_numpy(dtype=bool)
 
-        self.status = np.full(n, "not_sent", dtype=object)
+        self.status = object_array(n, "not_sent")
         self.message = np.full(n, None, dtype=object)
         self.existing = np.full(n, None, dtype=object)
         self.batch = np.full(n, -1, dtype=np.int64)
