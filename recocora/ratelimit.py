@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import struct
 import sys
@@ -125,6 +126,7 @@ class SpacingLimiter:
         self._next = 0.0
         self._cold = True
         self._learned = 0.0  # extra margin learned from 429s
+        self._foreign_at = -math.inf  # when another limiter's booking was last seen
 
     @property
     def shared_path(self) -> Path | None:
@@ -152,15 +154,22 @@ class SpacingLimiter:
         return min(self.interval * 0.02, 0.25)
 
     def _foreign_extra(self) -> float:
-        """More room after a slot another limiter (process) booked: its delay between
+        """More room around slots other limiters (processes) book: their delay between
         booking and sending is not this process's, and scheduling across processes on a
         busy machine adds milliseconds."""
         return self.interval * 0.005 + 0.005
 
-    def _gap(self) -> float:
+    def _sharing(self, now: float) -> bool:
+        """Whether another limiter booked a slot recently (within a minute or two
+        intervals): while it does, every booking leaves it the extra room."""
+        return now - self._foreign_at < max(60.0, 2 * self.interval)
+
+    def _gap(self, now: float) -> float:
         if not self.interval:
             return 0.0
         gap = self.interval + self.margin()
+        if self._sharing(now):
+            gap += self._foreign_extra()
         if self._cold:
             self._cold = False
             gap += self._cold_extra()
@@ -175,32 +184,40 @@ class SpacingLimiter:
             with self._file.held() as fd:
                 yield fd
 
-    def _shared_next(self, fd: int | None, now: float) -> float:
+    def _shared_next(self, fd: int | None, now: float) -> tuple[float, bool]:
+        """The next free slot, and whether another limiter booked it."""
         if fd is None:
-            return self._next
+            return self._next, False
         stored = _SlotFile.read(fd)
         if stored > now + self.interval + self.margin() + MAX_DEFER:
             stored = 0.0  # the wall clock went back: the booking is meaningless now
-        if stored > self._next:
-            # Booked (or deferred) by another limiter since this one's last booking.
-            return stored + self._foreign_extra()
-        return self._next
+        if stored <= self._next or stored <= now:
+            # Ours, or another's that is already free: its request left an interval ago.
+            return max(stored, self._next), False
+        # Booked (or deferred) by another limiter since this one's last booking. Once both
+        # know of each other, each books with the extra room and both wait for the same
+        # slot, so neither can starve the other; at first contact the waiter adds it.
+        return (stored if self._sharing(now) else stored + self._foreign_extra()), True
 
     def wait_time(self) -> float:
         """Seconds until the next slot, without booking it."""
         with self._schedule() as fd:
             now = self._clock()
-            return max(0.0, self._shared_next(fd, now) - now)
+            return max(0.0, self._shared_next(fd, now)[0] - now)
 
     def acquire(self) -> float:
         """Wait for the next slot and book it. Returns the seconds waited."""
         waited = 0.0
+        foreign = False
         while True:
             with self._schedule() as fd:
                 now = self._clock()
-                following = self._shared_next(fd, now)
+                following, by_other = self._shared_next(fd, now)
+                foreign = foreign or by_other
                 if now >= following:
-                    self._next = now + self._gap()
+                    if foreign:
+                        self._foreign_at = now
+                    self._next = now + self._gap(now)
                     if fd is not None:
                         _SlotFile.write(fd, self._next)
                     return waited
@@ -224,7 +241,7 @@ class SpacingLimiter:
             if self.interval > 0:
                 first = self.interval * 0.002 + 0.005
                 self._learned = min(max(2 * self._learned, first), self.interval * 0.02 + 0.02)
-            self._next = max(self._shared_next(fd, now), now + seconds)
+            self._next = max(self._shared_next(fd, now)[0], now + seconds)
             if fd is not None:
                 _SlotFile.write(fd, self._next)
 

@@ -45,14 +45,24 @@ def test_limiters_on_one_file_book_from_one_schedule(tmp_path: Path) -> None:
     cold = 20.0 + m + 0.25  # a limiter's first request opens a connection: more room after it
     foreign = 20.0 * 0.005 + 0.005  # and a slot another process booked gets more room too
     assert a.acquire() == 0.0
-    assert b.wait_time() == pytest.approx(cold + foreign)
+    assert b.wait_time() == pytest.approx(cold + foreign)  # first contact: b adds the room
     assert b.acquire() == pytest.approx(cold + foreign)  # b waited for a's booking
-    assert a.wait_time() == pytest.approx(cold + foreign)  # and a sees b's
-    assert a.acquire() == pytest.approx(cold + foreign)
-    assert b.wait_time() == pytest.approx(20.0 + m + foreign)  # a's second booking is warm
+    # b now knows it shares the key: its booking carries the room; a, at its first contact,
+    # adds it once more.
+    assert a.wait_time() == pytest.approx(cold + 2 * foreign)
+    assert a.acquire() == pytest.approx(cold + 2 * foreign)
+    # From here both book with the room and both wait for the same slot: neither can take
+    # every slot from the other.
+    assert b.wait_time() == pytest.approx(20.0 + m + foreign)
+    assert a.wait_time() == pytest.approx(b.wait_time())
+    b.acquire()
+    assert a.wait_time() == pytest.approx(b.wait_time()) == pytest.approx(20.0 + m + foreign)
     b.defer(45.0)
-    assert a.wait_time() == pytest.approx(45.0 + foreign)
-    assert b.wait_time() == pytest.approx(45.0)  # its own deferral: no foreign room
+    assert a.wait_time() == pytest.approx(45.0) == b.wait_time()
+    # A minute without the other's bookings and a limiter books as if alone again.
+    t.now += 120.0
+    a.acquire()
+    assert a.wait_time() == pytest.approx(20.0 + m)
 
 
 def test_a_limiter_alone_books_warm_gaps_of_interval_plus_margin(tmp_path: Path) -> None:
