@@ -415,3 +415,12 @@ def test_text_cells_survive_a_round_trip_through_a_file(values: list[str], suffi
         back = read_frame(path)
     assert back["externalId"].tolist() == values
     assert back["bucket"].tolist() == values[::-1]
+
+
+def test_python_dash_m_recocora_is_the_same_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "recocora", "recotap", "unmapped", "--help"], env=clean_env(),
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: recocora recotap unmapped" in done.stdout
