@@ -14,6 +14,7 @@ in a DEBUG log line.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import math
@@ -127,6 +128,7 @@ class SpacingLimiter:
         self._cold = True
         self._learned = 0.0  # extra margin learned from 429s
         self._foreign_at = -math.inf  # when another limiter's booking was last seen
+        self._collect_s = 0.0  # how long the last collection before a slot took
 
     @property
     def shared_path(self) -> Path | None:
@@ -206,12 +208,22 @@ class SpacingLimiter:
             return max(0.0, self._shared_next(fd, now)[0] - now)
 
     def acquire(self) -> float:
-        """Wait for the next slot and book it. Returns the seconds waited."""
-        waited = 0.0
+        """Wait for the next slot and book it. Returns the seconds waited.
+
+        A wait long enough for it starts with a garbage collection: a full collection
+        triggered by chance between the booking and the request reaching the server (tens
+        of milliseconds with a big frame in memory, more in a busy notebook) would land the
+        request late and the next one inside the window. Collecting while idle anyway
+        resets the collector's counters, so none is due during the send.
+        """
+        began: float | None = None
         foreign = False
+        collected = False
         while True:
             with self._schedule() as fd:
                 now = self._clock()
+                if began is None:
+                    began = now
                 following, by_other = self._shared_next(fd, now)
                 foreign = foreign or by_other
                 if now >= following:
@@ -220,10 +232,15 @@ class SpacingLimiter:
                     self._next = now + self._gap(now)
                     if fd is not None:
                         _SlotFile.write(fd, self._next)
-                    return waited
+                    return max(0.0, now - began)
                 delay = following - now
+            if not collected and delay > max(0.05, 2 * self._collect_s) and gc.isenabled():
+                collected = True
+                started = time.perf_counter()
+                gc.collect()
+                self._collect_s = time.perf_counter() - started
+                continue  # the clock moved on while collecting
             self._sleep(delay)
-            waited += delay
 
     def defer(self, seconds: float) -> None:
         """Make the next slot at least ``seconds`` from now (after a 429), and widen the

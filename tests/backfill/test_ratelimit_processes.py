@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import struct
 import time
@@ -93,6 +94,31 @@ def test_each_429_widens_the_margin_up_to_a_cap() -> None:
     zero.defer(1.0)
     assert zero.margin() == 0.0  # a limiter without an interval never spaces requests
     assert zero.acquire() == pytest.approx(1.0)  # but still honours a Retry-After
+
+
+def test_a_wait_starts_with_a_full_collection_unless_collection_is_off() -> None:
+    t = FakeTime()
+    lim = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep)
+    full: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(seen)
+    try:
+        lim.acquire()  # no wait, nothing collected
+        assert full == []
+        assert lim.acquire() == pytest.approx(20.0 + lim.margin() + 0.25)
+        assert full == [1]  # collected while idle, so no collection is due during the send
+        gc.disable()
+        try:
+            lim.acquire()
+        finally:
+            gc.enable()
+        assert full == [1]  # a program that turned collection off keeps it off
+    finally:
+        gc.callbacks.remove(seen)
 
 
 def test_the_file_holds_only_a_time(tmp_path: Path) -> None:
