@@ -6,7 +6,8 @@ the same key (a notebook cell run twice) share one :class:`SpacingLimiter`; two 
 cache directory (:func:`recocora.config.cache_dir`), locked with ``flock`` while a slot is
 booked. So none of them can make another draw a 429.
 
-The file holds one number, the wall-clock time of the next free slot; no key, no secret. Its
+The file holds one number, the next free slot on the system's monotonic clock (one clock for
+every process on the machine, which wall-clock changes do not move); no key, no secret. Its
 name is a digest of the base URL and the key id. Where the file cannot be used (a read-only
 cache directory, Windows) the limiter falls back to spacing within the process, and says so
 in a DEBUG log line.
@@ -36,14 +37,16 @@ __all__ = ["SpacingLimiter", "limiter_for", "slot_file_for"]
 
 log = logging.getLogger("recocora")
 
-#: A shared slot further ahead than this (beyond the interval) is taken for a wall-clock jump
-#: backwards, not a real booking, and ignored: no Retry-After is ever that long.
+#: A shared slot further ahead than this (beyond the interval) is taken for a booking from
+#: before the machine restarted (its monotonic clock starts again), and ignored: no
+#: Retry-After is ever that long.
 MAX_DEFER = 900.0
 _PACK = struct.Struct("<d")
 
 
 class _SlotFile:
-    """The next free slot as wall-clock seconds, in an 8-byte file locked with ``flock``."""
+    """The next free slot in monotonic-clock seconds, in an 8-byte file locked with
+    ``flock``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -101,8 +104,7 @@ class SpacingLimiter:
     at least ``s`` seconds out (a 429's ``Retry-After``).
 
     With ``shared`` (a file path), every limiter on that file, in any process on this
-    machine, books from one schedule; it then uses wall-clock time. A zero ``interval``
-    never touches the file.
+    machine, books from one schedule. A zero ``interval`` never touches the file.
 
     >>> lim = SpacingLimiter(0.0)
     >>> lim.acquire()
@@ -119,9 +121,8 @@ class SpacingLimiter:
     ) -> None:
         self.interval = interval
         self._file = _SlotFile(Path(shared)) if shared is not None else None
-        # Processes share wall-clock time; within one process the monotonic clock is safer.
-        default = time.time if self._file is not None else time.monotonic
-        self._clock = clock or default
+        # CLOCK_MONOTONIC is one clock for all processes of a machine (Linux, macOS).
+        self._clock = clock or time.monotonic
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next = 0.0
@@ -129,6 +130,8 @@ class SpacingLimiter:
         self._learned = 0.0  # extra margin learned from 429s
         self._foreign_at = -math.inf  # when another limiter's booking was last seen
         self._collect_s = 0.0  # how long the last collection before a slot took
+        self._booked_at = -math.inf  # when, and by which thread, this limiter last booked
+        self._booked_by = 0
 
     @property
     def shared_path(self) -> Path | None:
@@ -149,11 +152,16 @@ class SpacingLimiter:
         return self.interval * 0.001 + 0.002 + self._learned
 
     def _cold_extra(self) -> float:
-        """More room after a limiter's first request: it opens the connection (TCP, and TLS
-        in production), so it reaches the server later after its booking than the warm
-        ones that follow. 2% of the interval, at most 250 ms (two round trips on a slow
-        link)."""
+        """More room after the first request of a new client: it opens the connection (TCP,
+        and TLS in production), so it reaches the server later after its booking than the
+        warm ones that follow. 2% of the interval, at most 250 ms (two round trips on a
+        slow link)."""
         return min(self.interval * 0.02, 0.25)
+
+    def new_connection(self) -> None:
+        """The next request opens a new connection (a new client was built for this key):
+        the slot after it leaves the extra room for that."""
+        self._cold = True
 
     def _foreign_extra(self) -> float:
         """More room around slots other limiters (processes) book: their delay between
@@ -186,26 +194,40 @@ class SpacingLimiter:
             with self._file.held() as fd:
                 yield fd
 
-    def _shared_next(self, fd: int | None, now: float) -> tuple[float, bool]:
-        """The next free slot, and whether another limiter booked it."""
+    def _shared_next(self, fd: int | None, now: float, *, meet: bool = False) -> float:
+        """The next free slot. With ``meet``, a first sight of another limiter's booking is
+        made known to it through the file (see below)."""
         if fd is None:
-            return self._next, False
+            return self._next
         stored = _SlotFile.read(fd)
         if stored > now + self.interval + self.margin() + MAX_DEFER:
-            stored = 0.0  # the wall clock went back: the booking is meaningless now
+            stored = 0.0  # from before a restart: the booking is meaningless now
         if stored <= self._next or stored <= now:
             # Ours, or another's that is already free: its request left an interval ago.
-            return max(stored, self._next), False
-        # Booked (or deferred) by another limiter since this one's last booking. Once both
-        # know of each other, each books with the extra room and both wait for the same
-        # slot, so neither can starve the other; at first contact the waiter adds it.
-        return (stored if self._sharing(now) else stored + self._foreign_extra()), True
+            return max(stored, self._next)
+        # Booked (or deferred) by another limiter since this one's last booking: a process
+        # whose delay between booking and sending is not ours, so the slot after its
+        # request needs the extra room. Both must know it, or the one that keeps booking
+        # would always find its own slot earlier and the other would never get one. So at
+        # first contact the waiter moves the shared slot itself; the other limiter then
+        # sees a slot it did not book, and from then on both book with the room and wait
+        # for the same slot.
+        if self._sharing(now):
+            if meet:
+                self._foreign_at = now
+            return stored
+        if not meet:
+            return stored + self._foreign_extra()
+        self._foreign_at = now
+        moved = stored + self._foreign_extra()
+        _SlotFile.write(fd, moved)
+        return moved
 
     def wait_time(self) -> float:
         """Seconds until the next slot, without booking it."""
         with self._schedule() as fd:
             now = self._clock()
-            return max(0.0, self._shared_next(fd, now)[0] - now)
+            return max(0.0, self._shared_next(fd, now) - now)
 
     def acquire(self) -> float:
         """Wait for the next slot and book it. Returns the seconds waited.
@@ -214,27 +236,28 @@ class SpacingLimiter:
         triggered by chance between the booking and the request reaching the server (tens
         of milliseconds with a big frame in memory, more in a busy notebook) would land the
         request late and the next one inside the window. Collecting while idle anyway
-        resets the collector's counters, so none is due during the send.
+        resets the collector's counters, so none is due during the send. (Not while another
+        thread's booking is under a second old: its request may still be on its way.)
         """
         began: float | None = None
-        foreign = False
         collected = False
         while True:
             with self._schedule() as fd:
                 now = self._clock()
                 if began is None:
                     began = now
-                following, by_other = self._shared_next(fd, now)
-                foreign = foreign or by_other
+                following = self._shared_next(fd, now, meet=True)
                 if now >= following:
-                    if foreign:
-                        self._foreign_at = now
                     self._next = now + self._gap(now)
+                    self._booked_at, self._booked_by = now, threading.get_ident()
                     if fd is not None:
                         _SlotFile.write(fd, self._next)
                     return max(0.0, now - began)
                 delay = following - now
-            if not collected and delay > max(0.05, 2 * self._collect_s) and gc.isenabled():
+                others_sending = (self._booked_by != threading.get_ident()
+                                  and now - self._booked_at < 1.0)
+            if (not collected and not others_sending and gc.isenabled()
+                    and delay > max(0.05, 2 * self._collect_s)):
                 collected = True
                 started = time.perf_counter()
                 gc.collect()
@@ -258,7 +281,7 @@ class SpacingLimiter:
             if self.interval > 0:
                 first = self.interval * 0.002 + 0.005
                 self._learned = min(max(2 * self._learned, first), self.interval * 0.02 + 0.02)
-            self._next = max(self._shared_next(fd, now)[0], now + seconds)
+            self._next = max(self._shared_next(fd, now), now + seconds)
             if fd is not None:
                 _SlotFile.write(fd, self._next)
 
@@ -285,6 +308,8 @@ def limiter_for(scope: str, key_id: str, interval: float) -> SpacingLimiter:
 
     A client built later with another interval sets it for all in this process (the latest
     settings win, as when a notebook cell is edited and run again); the booked slot is kept.
+    Each call is for a new client, whose first request opens a connection of its own: the
+    limiter leaves the room for that again (:meth:`SpacingLimiter.new_connection`).
     """
     with _registry_lock:
         lim = _registry.get((scope, key_id))
@@ -294,4 +319,5 @@ def limiter_for(scope: str, key_id: str, interval: float) -> SpacingLimiter:
             )
         else:
             lim.interval = interval
+            lim.new_connection()
         return lim

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -127,7 +128,7 @@ def test_the_file_holds_only_a_time(tmp_path: Path) -> None:
     lim.acquire()
     data = slot.read_bytes()
     assert len(data) == 8
-    assert abs(struct.unpack("<d", data)[0] - (time.time() + 1.0)) < 1.0
+    assert abs(struct.unpack("<d", data)[0] - (time.monotonic() + 1.0)) < 1.0  # one clock for all
     assert slot.stat().st_mode & 0o077 == 0
 
 
@@ -139,7 +140,7 @@ def test_a_zero_interval_never_touches_the_file(tmp_path: Path) -> None:
     assert not slot.exists()
 
 
-def test_a_booking_from_before_a_clock_jump_is_ignored(tmp_path: Path) -> None:
+def test_a_booking_from_before_a_restart_is_ignored(tmp_path: Path) -> None:
     t = FakeTime()
     slot = tmp_path / "k.slot"
     slot.write_bytes(struct.pack("<d", t.now + 20 + MAX_DEFER + 3600))
@@ -183,6 +184,36 @@ def test_a_forked_child_keeps_sharing_the_schedule(tmp_path: Path) -> None:
     assert proc.exitcode == 0
     assert out.get(timeout=5) > 29  # the child saw the parent's booking
     assert parent.wait_time() > 59  # and the parent sees the child's
+
+
+def _book_many(path: str, name: str, n: int, start: float, out: Any) -> None:
+    lim = SpacingLimiter(0.2, shared=path)
+    time.sleep(max(0.0, start - time.monotonic()))
+    for _ in range(n):
+        lim.acquire()
+        out.put((time.monotonic(), name))
+        time.sleep(0.03)  # the request's round trip
+
+
+def test_a_busy_process_does_not_keep_every_slot_from_another(tmp_path: Path) -> None:
+    # A keeps booking; B starts just after it. Each must learn of the other, or A would
+    # find its own slot earlier every time and B would get none until A is done.
+    ctx = multiprocessing.get_context("spawn")
+    out: Any = ctx.Queue()
+    start = time.monotonic() + 2.0  # both processes up and importing done
+    procs = [ctx.Process(target=_book_many, args=(str(tmp_path / "k.slot"), name, n,
+                                                  start + delay, out))
+             for name, n, delay in (("A", 12, 0.0), ("B", 6, 0.05))]
+    for proc in procs:
+        proc.start()
+    booked = sorted(out.get(timeout=30) for _ in range(18))
+    for proc in procs:
+        proc.join(10)
+        assert proc.exitcode == 0
+    order = "".join(name for _, name in booked)
+    assert order[:12].count("B") >= 2, order
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(booked)]
+    assert min(gaps) > 0.19  # and one schedule still spaced them all (times taken after)
 
 
 def test_two_processes_on_one_key_draw_no_429(
