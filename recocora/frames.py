@@ -52,6 +52,7 @@ from .errors import ValidationError
 __all__ = [
     "FAILURE_COLUMNS",
     "RowBuilder",
+    "arrow_text_as_str",
     "chunk_slices",
     "dumps",
     "failure_frame",
@@ -323,6 +324,7 @@ def unsendable_mask(series: pd.Series) -> np.ndarray:
         pd.api.types.is_bool_dtype(dtype)
         or pd.api.types.is_integer_dtype(dtype)
         or isinstance(dtype, pd.StringDtype)
+        or _arrow_text(dtype)
         or pd.api.types.is_datetime64_any_dtype(dtype)
     ):
         return np.zeros(n, dtype=bool)
@@ -593,6 +595,20 @@ def object_array(n: int, value: Any) -> np.ndarray:
     out = np.empty(n, dtype=object)
     out.fill(value)
     return out
+
+
+def arrow_text_as_str(series: pd.Series) -> pd.Series:
+    """``series`` with pandas' ``str`` dtype when it holds text as ``pd.ArrowDtype``
+    (``read_csv(dtype_backend="pyarrow")``, ``read_parquet``), else ``series`` itself, so
+    that such columns are checked as the text they are. Arrow to Arrow, no Python strings.
+
+    >>> import pyarrow as pa
+    >>> arrow_text_as_str(pd.Series(["a"], dtype=pd.ArrowDtype(pa.string()))).dtype == "str"
+    True
+    """
+    if isinstance(series.dtype, pd.ArrowDtype) and _arrow_text(series.dtype):
+        return series.astype("str")
+    return series
 
 
 def _arrow_text(dtype: Any) -> bool:

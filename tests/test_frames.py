@@ -279,6 +279,9 @@ def test_arrow_text_stays_in_arrow_until_its_slice_is_built() -> None:
     column = builder._columns[0]
     assert column._kind == "arrow" and not len(column._values)
     assert builder.rows() == [{"externalId": "a"}, {}, {"externalId": "é"}]
+    arrow = pd.Series(["a", None], dtype=pd.ArrowDtype(pa.string()))
+    assert unsendable_mask(arrow).tolist() == [False, False]
+    assert frames.arrow_text_as_str(arrow).dtype == "str"
 
 
 def test_object_array_shares_one_object() -> None:

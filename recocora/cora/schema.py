@@ -67,6 +67,7 @@ from pandas.api.types import infer_dtype
 from ..errors import ConfigError
 from ..frames import (
     FAILURE_COLUMNS,
+    arrow_text_as_str,
     failure_frame,
     failure_message,
     is_missing,
@@ -465,6 +466,10 @@ def prepare(df: pd.DataFrame, columns: Mapping[Any, str] | None = None) -> pd.Da
     else:
         out = df.copy(deep=False)
     for position, name in enumerate(out.columns):
+        column = out.iloc[:, position]
+        as_text = arrow_text_as_str(column)
+        if as_text is not column:
+            out.isetitem(position, as_text.array)
         kind = field_kind(name) if isinstance(name, str) else None
         if kind == "id":
             _put(out, position, _whole_numbers_to_text(out.iloc[:, position], strip=True))

@@ -63,6 +63,7 @@ __all__ = [
 STATUSES = ("created", "updated", "unchanged", "failed", "invalid", "skipped", "not_sent")
 SERVER_STATUSES = frozenset({"created", "updated", "unchanged", "failed"})
 _SERVER_STATUS = {s: s for s in SERVER_STATUSES}
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default text dtype
 #: Statuses a journal counts as applied: rows with them and unchanged content are skipped.
 APPLIED = ("created", "updated", "unchanged")
 #: Statuses that ``only=`` sends again.
@@ -364,8 +365,8 @@ class _Outcome:
         ids = self.external_ids
         if ids is None:
             return object_array(len(self.status), None)
-        if isinstance(ids.dtype, pd.StringDtype):
-            return ids.array  # already text: shared, not converted to Python strings
+        if ids.dtype == _STR:
+            return ids.array  # already the result's dtype: shared, no Python strings made
         return ids.astype(object).where(ids.notna(), None).to_numpy()
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from recocora.errors import ValidationError
-from recocora.frames import unencodable_mask
+from recocora.frames import arrow_text_as_str, unencodable_mask
 from recocora.frames import validation_error as frame_validation_error
 from recocora.recotap.domains import domain_problems
 
@@ -96,8 +96,8 @@ def prepare_checked(
     ([True, False], [1])
     """
     _require_columns(df, domain, external_id)
-    domains = domain_problems(df[domain])
-    ids = _external_id_problems(df[external_id])
+    domains = domain_problems(arrow_text_as_str(df[domain]))
+    ids = _external_id_problems(arrow_text_as_str(df[external_id]))
     prepared = pd.DataFrame(
         {"domain": domains["normalized"].array, "externalId": ids["normalized"].array},
         index=df.index,

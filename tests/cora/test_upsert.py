@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -87,6 +88,28 @@ def test_missing_cells_are_left_out_and_dotted_columns_nest(
     assert "person" not in a1 and "currentBalance" not in a1 and "tags" not in a1
     assert a1["address"] == {"city": "Reno"}
     assert a2["currentBalance"] == 3 and a2["tags"] == ["b", "c"]
+
+
+@pytest.mark.parametrize("text", ["str", "string[python]", "string[pyarrow]", "arrow"])
+def test_every_text_storage_is_checked_and_sent_alike(
+    sb: Sandbox, client: CoraClient, text: str
+) -> None:
+    # Frames read with dtype_backend="pyarrow" (read_csv, read_parquet) hold pd.ArrowDtype text.
+    dtype: Any = pd.ArrowDtype(pa.string()) if text == "arrow" else text
+    df = new_accounts(3).astype(dtype)
+    df["externalId"] = pd.array([" acct-00000", "acct-00001", "acct-00002"], dtype=dtype)
+    df["address.city"] = pd.array(["Reno", None, "Ely"], dtype=dtype)
+    assert df.cora.validate().empty
+    res = df.cora.upsert(client=client, progress=False)
+    assert res["cora_status"].tolist() == ["created"] * 3
+    assert res["cora_external_id"].dtype == "str"  # whatever the input's text dtype
+    assert res["cora_external_id"].tolist() == ["acct-00000", "acct-00001", "acct-00002"]
+    first, second = sb.cora_account("acct-00000"), sb.cora_account("acct-00001")
+    assert first is not None and second is not None
+    assert first["address"] == {"city": "Reno"} and "address" not in second
+    bad = df.assign(phoneNumber=pd.array(["555-0100", None, None], dtype=dtype))
+    with pytest.raises(ValidationError, match="phoneNumber"):
+        bad.cora.upsert(client=client, progress=False)
 
 
 def test_update_deep_merges_and_reports_changes(sb: Sandbox, client: CoraClient) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,6 +104,17 @@ def test_messy_domains_land_on_the_right_account(sb: Sandbox, client: RecotapCli
     assert stored_ids(sb) == {
         "acme.com": "a", "globex.com": "g", "xn--mller-kva.de": "42", "initech.co.uk": "i"
     }
+
+
+def test_arrow_text_columns_map_like_any_text(sb: Sandbox, client: RecotapClient) -> None:
+    sb.add_recotap_account(domain="acme.com", name="Acme")
+    text = pd.ArrowDtype(pa.string())
+    df = pd.DataFrame({"domain": pd.array(["HTTPS://WWW.Acme.com/x"], dtype=text),
+                       "externalId": pd.array([" crm-1 "], dtype=text)})
+    assert df.recotap.validate().empty
+    res = df.recotap.map_ids(client=client, progress=False)
+    assert statuses(res) == ["mapped"]
+    assert stored_ids(sb) == {"acme.com": "crm-1"}
 
 
 def test_duplicates_last_row_wins_and_earlier_are_superseded(
