@@ -43,6 +43,8 @@ class RequestRecord:
     status: int | None  # None: the connection was dropped with no answer
     fault: str | None
     api: str
+    #: ``time.monotonic()`` when the request arrived: Cora's rate window counts from here.
+    arrived: float = 0.0
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -143,7 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         def record(status: int | None) -> None:
             app.log.append(
-                RequestRecord(time.time(), self.command, split.path, status, record_fault, api)
+                RequestRecord(time.time(), self.command, split.path, status, record_fault, api,
+                              arrived)
             )
 
         length_header = self.headers.get("Content-Length")

@@ -812,6 +812,10 @@ def test_retry_after_is_rounded_up_and_honoured(sb, cora):
     assert resp.headers["Retry-After"] == "1"
     time.sleep(int(resp.headers["Retry-After"]))
     assert cora.upsert_ok([new_row("b")])["created"] == 1
+    # The log keeps when each request arrived, the instant the window counts from.
+    first, refused, accepted = (r.arrived for r in sb.requests if r.method == "POST")
+    assert first < refused < accepted <= time.monotonic()
+    assert refused - first < 1.0 <= accepted - first
 
 
 def test_rejected_request_does_not_restart_window(sb, cora):
