@@ -148,11 +148,14 @@ class Transport:
         body: bytes | None = None,
         before_attempt: Callable[[], object] | None = None,
         on_rate_limited: Callable[[float], None] | None = None,
+        on_connection_lost: Callable[[], object] | None = None,
     ) -> Reply:
         """Send until a 2xx answer, a final error, or the retry budget runs out.
 
         ``before_attempt`` runs before every attempt (the rate limiter);
-        ``on_rate_limited(seconds)`` replaces sleeping after a 429 (a limiter defers instead).
+        ``on_rate_limited(seconds)`` replaces sleeping after a 429 (a limiter defers instead);
+        ``on_connection_lost()`` runs when an attempt's connection failed, so the next one
+        opens a new connection (the limiter leaves it room).
         """
         url = self.url(path, query)
         what = f"{method} {urlsplit(url).path}"
@@ -182,6 +185,8 @@ class Transport:
                 failures += 1
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "connection lost"
                 log.debug("%s %s: %s (attempt %d)", self.service, what, kind, attempt)
+                if on_connection_lost is not None:
+                    on_connection_lost()
                 if failures >= self.retry.max_attempts:
                     raise TransportError(
                         f"No answer from {self.service} to {what} after {failures} attempts "

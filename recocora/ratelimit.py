@@ -159,8 +159,9 @@ class SpacingLimiter:
         return min(self.interval * 0.02, 0.25)
 
     def new_connection(self) -> None:
-        """The next request opens a new connection (a new client was built for this key):
-        the slot after it leaves the extra room for that."""
+        """The next request opens a new connection (a new client was built for this key,
+        or the last attempt's connection was lost): the slot after it leaves the extra
+        room for that."""
         self._cold = True
 
     def _foreign_extra(self) -> float:

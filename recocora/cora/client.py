@@ -171,6 +171,7 @@ class CoraClient:
         reply = self.transport.request(
             "POST", f"{ACCOUNTS}/bulk-upsert", body=body,
             before_attempt=self.limiter.acquire, on_rate_limited=self.limiter.defer,
+            on_connection_lost=self.limiter.new_connection,
         )
         if not isinstance(reply.data, dict) or not isinstance(reply.data.get("results"), list):
             raise ApiError(

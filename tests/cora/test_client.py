@@ -133,3 +133,22 @@ def test_get_accounts_batches_200_ids(sb: Sandbox, client: CoraClient) -> None:
 def test_plain_http_to_a_remote_host_is_refused() -> None:
     with pytest.raises(ConfigError, match="https"):
         CoraClient("cora_org_a.b", "http://cora.example.com")
+
+
+def test_a_lost_connection_tells_the_limiter_a_new_one_is_opened(
+    sb: Sandbox, client_for: Callable[..., CoraClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The retry opens a new connection, which reaches the server later after its booking:
+    # the limiter must know, to leave room after it.
+    client = client_for()
+    sb.set_faults(FaultConfig(p_drop=1.0, scope="writes"))
+    told: list[str] = []
+
+    def lost() -> None:
+        told.append("new connection")
+        sb.set_faults(FaultConfig())  # the retry goes through
+
+    monkeypatch.setattr(client.limiter, "new_connection", lost)
+    assert client.bulk_upsert([ROW])["created"] == 1
+    assert told == ["new connection"]
+    assert [p.status for p in bulk_posts(sb)] == [None, 200]
