@@ -217,11 +217,10 @@ class SpacingLimiter:
             if meet:
                 self._foreign_at = now
             return stored
-        if not meet:
-            return stored + self._foreign_extra()
-        self._foreign_at = now
         moved = stored + self._foreign_extra()
-        _SlotFile.write(fd, moved)
+        if meet:
+            self._foreign_at = now
+            _SlotFile.write(fd, moved)
         return moved
 
     def wait_time(self) -> float:
