@@ -187,7 +187,7 @@ def test_a_forked_child_keeps_sharing_the_schedule(tmp_path: Path) -> None:
 
 
 def _book_many(path: str, name: str, n: int, start: float, out: Any) -> None:
-    lim = SpacingLimiter(0.2, shared=path)
+    lim = SpacingLimiter(0.1, shared=path)
     time.sleep(max(0.0, start - time.monotonic()))
     for _ in range(n):
         lim.acquire()
@@ -197,23 +197,24 @@ def _book_many(path: str, name: str, n: int, start: float, out: Any) -> None:
 
 def test_a_busy_process_does_not_keep_every_slot_from_another(tmp_path: Path) -> None:
     # A keeps booking; B starts just after it. Each must learn of the other, or A would
-    # find its own slot earlier every time and B would get none until A is done.
+    # find its own slot earlier every time and B would get none until A is done. Once they
+    # know, they race for each slot: B losing all of A's 23 is vanishingly rare.
     ctx = multiprocessing.get_context("spawn")
     out: Any = ctx.Queue()
     start = time.monotonic() + 2.0  # both processes up and importing done
     procs = [ctx.Process(target=_book_many, args=(str(tmp_path / "k.slot"), name, n,
                                                   start + delay, out))
-             for name, n, delay in (("A", 12, 0.0), ("B", 6, 0.05))]
+             for name, n, delay in (("A", 24, 0.0), ("B", 6, 0.05))]
     for proc in procs:
         proc.start()
-    booked = sorted(out.get(timeout=30) for _ in range(18))
+    booked = sorted(out.get(timeout=30) for _ in range(30))
     for proc in procs:
         proc.join(10)
         assert proc.exitcode == 0
     order = "".join(name for _, name in booked)
-    assert order[:12].count("B") >= 2, order
+    assert order.index("B") < order.rindex("A"), order  # B got a slot while A was sending
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(booked)]
-    assert min(gaps) > 0.19  # and one schedule still spaced them all (times taken after)
+    assert min(gaps) > 0.09  # and one schedule still spaced them all (times taken after)
 
 
 def test_two_processes_on_one_key_draw_no_429(
