@@ -10,10 +10,8 @@ import gc
 import os
 import platform
 import secrets
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -87,11 +85,8 @@ def rss_bytes() -> int:
 
 
 def _status_kb(field: str) -> int | None:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
+    value = _proc_field("/proc/self/status", field)  # e.g. "1234 kB"
+    return int(value.split()[0]) if value else None
 
 
 def _reset_high_water_mark() -> bool:
@@ -158,48 +153,30 @@ class PeakRss:
 
 # -- a sandbox in its own process ---------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @contextlib.contextmanager
-def sandbox_process(*, cora_window: float = 0.0,
-                    timeout: float = 30.0) -> Iterator[tuple[str, str]]:
+def sandbox_process(*, cora_window: float = 0.0) -> Iterator[tuple[str, str]]:
     """A ``recocora sandbox`` in a child process (so its memory is not this process's);
     yields the Cora key and base URL, and stops the child on exit."""
-    port = free_port()
     key = f"cora_org_bench.{secrets.token_hex(16)}"
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recocora", "sandbox", "--port", str(port),
-             "--cora-key", key, "--cora-window", f"{cora_window:g}", "--seed", "none"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recocora", "sandbox", "--port", "0", "--cora-key", key,
+         "--cora-window", f"{cora_window:g}", "--seed", "none"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        # Its first line, printed once it listens: "recocora sandbox serving on <url> ...".
+        assert proc.stdout is not None
+        first = proc.stdout.readline().split()
+        if "on" not in first:
+            raise RuntimeError(f"the sandbox did not start (exit {proc.wait()})")
+        yield key, first[first.index("on") + 1]
+    finally:
+        proc.terminate()
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    err.seek(0)
-                    raise RuntimeError(f"the sandbox exited with {proc.returncode}: "
-                                       f"{err.read().decode(errors='replace')[-2000:]}")
-                with contextlib.suppress(OSError):
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the sandbox did not listen on port {port} "
-                                       f"within {timeout:g} s")
-                time.sleep(0.05)
-            yield key, f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # -- the machine line -----------------------------------------------------------------------
