@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -207,14 +206,9 @@ class RecotapHttp:
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Rate-limit slot files and default journals of the whole run go to a temporary folder,
     never to the user's cache (folders of their own override it per test)."""
-    folder = tmp_path_factory.mktemp("cache")
-    before = os.environ.get("RECOCORA_CACHE_DIR")
-    os.environ["RECOCORA_CACHE_DIR"] = str(folder)
-    yield
-    if before is None:
-        os.environ.pop("RECOCORA_CACHE_DIR", None)
-    else:
-        os.environ["RECOCORA_CACHE_DIR"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECOCORA_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
