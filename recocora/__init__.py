@@ -12,26 +12,28 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .cora import accessor as _cora_accessor  # registers df.cora
-from .cora.client import CoraClient
-from .cora.schema import normalize_phone
-from .cora.upsert import changes_table
+from .cora._client import CoraClient
+from .cora._schema import normalize_phone
+from .cora._upsert import changes_table
 from .errors import (
     ApiError,
     AuthError,
     ClockSkewError,
     ConfigError,
+    JournalError,
     NotFoundError,
     RateLimitError,
     RecocoraError,
     RequestRejectedError,
+    RunInterrupted,
     ServerError,
+    TooManyFailedError,
     TransportError,
     ValidationError,
 )
-from .journal import JournalError, RunInterrupted, TooManyFailedError
 from .recotap import accessor as _recotap_accessor  # registers df.recotap
-from .recotap.client import RecotapClient
-from .recotap.domains import normalize_domain
+from .recotap._client import RecotapClient
+from .recotap._domains import normalize_domain
 
 del _cora_accessor, _recotap_accessor
 
@@ -57,3 +59,11 @@ __all__ = [
     "normalize_domain",
     "normalize_phone",
 ]
+
+# Everything public reports the front door as its home, so reprs, tracebacks and docs name
+# ``recocora.CoraClient``, never the private module it happens to live in (httpx's habit).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("recocora."):
+        _obj.__module__ = "recocora"
+del _name, _obj

@@ -22,12 +22,11 @@ from typing import Any, TextIO
 import orjson
 import pandas as pd
 
+from ._progress import format_duration
+from .cora._schema import field_kind
+from .cora._upsert import changes_table
 from .cora.accessor import CoraAccessor
-from .cora.schema import field_kind
-from .cora.upsert import changes_table
-from .errors import ConfigError, RecocoraError, ValidationError
-from .journal import RunInterrupted, TooManyFailedError
-from .progress import format_duration
+from .errors import ConfigError, RecocoraError, RunInterrupted, TooManyFailedError, ValidationError
 from .recotap.accessor import RecotapAccessor
 
 __all__ = [
@@ -562,7 +561,7 @@ def _cora_text_column(columns: Mapping[str, str] | None) -> Callable[[str], bool
 
 
 def _run_cora_upsert(args: argparse.Namespace) -> int:
-    from .cora.client import CoraClient
+    from .cora._client import CoraClient
 
     out = sys.stdout if args.out != "-" else sys.stderr
     columns = _load_columns(args.columns)
@@ -603,7 +602,7 @@ def cora_summary(result: pd.DataFrame, source: str, interval: float = 20.0) -> l
     >>> cora_summary(df.cora.diff(client=cora), "accounts.csv")[0]  # doctest: +SKIP
     'Cora preview of accounts.csv, computed locally (nothing written, no bulk request): ...'
     """
-    from .cora.upsert import STATUSES
+    from .cora._upsert import STATUSES
 
     attrs = result.attrs
     local = attrs.get("preview") == "local"
@@ -651,7 +650,7 @@ def _save_partial(result: pd.DataFrame | None, path: str | None) -> None:
 
 
 def _run_recotap_map(args: argparse.Namespace) -> int:
-    from .recotap.client import RecotapClient
+    from .recotap._client import RecotapClient
 
     out = sys.stdout if args.out != "-" else sys.stderr
     if args.out is not None:
@@ -697,7 +696,7 @@ def recotap_summary(result: pd.DataFrame, source: str) -> list[str]:
     >>> recotap_summary(crm.recotap.map_ids(client=rtp), "crm.csv")[0]  # doctest: +SKIP
     'Recotap map-ids of crm.csv: 3 rows, 1 mapping request, 1 read request, 0.1 s'
     """
-    from .recotap.mapping import STATUSES
+    from .recotap._mapping import STATUSES
 
     attrs = result.attrs
     local = attrs.get("preview") == "local"
@@ -723,7 +722,7 @@ def recotap_summary(result: pd.DataFrame, source: str) -> list[str]:
 
 
 def _run_recotap_unmapped(args: argparse.Namespace) -> int:
-    from .recotap.client import RecotapClient
+    from .recotap._client import RecotapClient
 
     if args.out is not None:
         file_format(args.out)
@@ -760,7 +759,7 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run
+    from ._demo import run
 
     if args.rows < 20:
         raise UsageError(f"--rows must be at least 20, not {args.rows}")

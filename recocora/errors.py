@@ -13,11 +13,11 @@
     │   ├── NotFoundError                404 for a single resource
     │   └── ServerError                  5xx after every retry was spent
     ├── TransportError(ConnectionError)  no answer: dropped connections, timeouts
-    ├── TooManyFailedError               more rows failed than max_failed allows (journal.py)
+    ├── TooManyFailedError               more rows failed than max_failed allows
     └── JournalError                     the journal file could not be read or written
 
     RunInterrupted(KeyboardInterrupt)    Ctrl-C stopped a run; ``.result`` is the partial
-                                         result (journal.py; deliberately not an Exception,
+                                         result (deliberately not an Exception,
                                          so ``except Exception`` never swallows Ctrl-C)
 
 Errors raised mid-run carry the partial result frame in ``.result`` (rows already
@@ -36,11 +36,14 @@ __all__ = [
     "AuthError",
     "ClockSkewError",
     "ConfigError",
+    "JournalError",
     "NotFoundError",
     "RateLimitError",
     "RecocoraError",
     "RequestRejectedError",
+    "RunInterrupted",
     "ServerError",
+    "TooManyFailedError",
     "TransportError",
     "ValidationError",
 ]
@@ -124,3 +127,31 @@ class ServerError(ApiError):
 
 class TransportError(RecocoraError, ConnectionError):
     """No answer came back (dropped connection, timeout) after every retry was spent."""
+
+
+class JournalError(RecocoraError):
+    """The journal file could not be read or written (disk full, locked for too long,
+    removed). What was not written was not recorded: at worst those rows are sent again."""
+
+
+class TooManyFailedError(RecocoraError):
+    """More rows failed than ``max_failed`` allows; the run stopped, ``.result`` holds the
+    partial result (the rows not sent yet are ``not_sent``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a bulk run; ``.result`` is the partial result frame.
+
+    Rows whose answer arrived keep their status (and are in the journal, if one was used);
+    the rest are ``not_sent``. It is a ``KeyboardInterrupt``, not an ``Exception``, so an
+    ``except Exception`` in a loop around the call never swallows a Ctrl-C.
+
+    >>> try:                                                    # doctest: +SKIP
+    ...     res = df.cora.upsert(client=cora, journal="backfill.db")
+    ... except RunInterrupted as stop:
+    ...     res = stop.result
+    """
+
+    def __init__(self, message: str, result: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.result = result

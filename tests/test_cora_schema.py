@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import recocora.cora.schema as schema
-from recocora.cora.schema import (
+import recocora.cora._schema as schema
+from recocora._frames import FAILURE_COLUMNS, rows_for_chunk
+from recocora.cora._schema import (
     CREATE_REQUIRED,
     FIELDS,
     FREE_FORM_OBJECTS,
@@ -30,7 +31,6 @@ from recocora.cora.schema import (
     validation_error,
 )
 from recocora.errors import ConfigError, ValidationError
-from recocora.frames import FAILURE_COLUMNS, rows_for_chunk
 
 
 def _good(n: int = 3) -> pd.DataFrame:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from recocora import normalize_phone
+from recocora._demo import crm_companies, messy_accounts
 from recocora.cora.accessor import CoraAccessor
-from recocora.demo import crm_companies, messy_accounts
-from recocora.recotap.domains import normalize_domain
+from recocora.recotap._domains import normalize_domain
 from recocora.sandbox import Sandbox
 
 BIN = Path(sys.executable).with_name("recocora")

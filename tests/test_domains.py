@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import recocora.recotap.domains as domains
+import recocora.recotap._domains as domains
 from recocora.errors import RecocoraError, ValidationError
-from recocora.recotap.domains import domain_problems, failure_cases, normalize_domain
+from recocora.recotap._domains import domain_problems, failure_cases, normalize_domain
 
 
 def one(value: Any) -> tuple[Any, Any]:

@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import recocora.frames as frames
-from recocora.errors import ValidationError
-from recocora.frames import (
+import recocora._frames as frames
+from recocora._frames import (
     FAILURE_COLUMNS,
     RowBuilder,
     chunk_slices,
@@ -33,6 +32,7 @@ from recocora.frames import (
     valid_mask,
     validation_error,
 )
+from recocora.errors import ValidationError
 
 
 def test_dotted_columns_nest_and_missing_cells_are_left_out() -> None:

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import recocora.recotap.schema as schema
+import recocora.recotap._schema as schema
 from recocora.errors import ValidationError
-from recocora.recotap.schema import (
+from recocora.recotap._schema import (
     prepare,
     prepare_checked,
     superseded_by,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recocora.sandbox.core import Clock, Request, Response, Store
-from recocora.sandbox.recotap import (
+from recocora.sandbox._core import Clock, Request, Response, Store
+from recocora.sandbox._recotap import (
     RecotapApi,
     _decode_cursor,
     _encode_cursor,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import recocora.cora.signing as signing
-from recocora.cora.signing import (
+import recocora.cora._signing as signing
+from recocora.cora._signing import (
     CoraKey,
     body_hash,
     canonical_string,

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..journal import JournalSpec
-from . import schema
-from .client import CoraClient
-from .diff import diff as local_diff
-from .upsert import Mode, OnInvalid, changes_table, plan_upsert, upsert
+from .._journal import JournalSpec
+from . import _schema as schema
+from ._client import CoraClient
+from ._diff import diff as local_diff
+from ._upsert import Mode, OnInvalid, changes_table, plan_upsert, upsert
 
 if TYPE_CHECKING:
-    from ..widgets.preview import CoraPreview
+    from ..widgets._preview import CoraPreview
 
 __all__ = ["CoraAccessor"]
 
@@ -99,9 +99,9 @@ class CoraAccessor:
           applied. ``force=True`` sends every row again.
         - ``max_failed`` stops the run once more rows failed than a count (``int``) or a
           fraction of the rows sent so far (``float``), raising
-          :class:`~recocora.journal.TooManyFailedError` with the partial result.
+          :class:`~recocora.TooManyFailedError` with the partial result.
         - Ctrl-C stops after recording the answer in flight (if it arrived) and raises
-          :class:`~recocora.journal.RunInterrupted` (a ``KeyboardInterrupt``) whose
+          :class:`~recocora.RunInterrupted` (a ``KeyboardInterrupt``) whose
           ``.result`` is the partial result.
         - ``only=res`` sends just the rows ``res`` (an earlier result of this frame) marks
           ``failed`` or ``not_sent``, and returns ``res`` with their new outcomes.
@@ -169,6 +169,6 @@ class CoraAccessor:
         >>> w = df.cora.preview(client=cora, on_invalid="skip")  # doctest: +SKIP
         >>> w  # doctest: +SKIP
         """
-        from ..widgets.preview import CoraPreview
+        from ..widgets._preview import CoraPreview
 
         return CoraPreview(self._df, client, **upsert_kwargs)

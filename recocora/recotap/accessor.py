@@ -11,22 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..journal import JournalSpec
-from .client import RecotapClient
-from .mapping import OnInvalid, map_ids
-from .mapping import diff as local_diff
-from .schema import validate
+from .._journal import JournalSpec
+from ._client import RecotapClient
+from ._mapping import OnInvalid, map_ids
+from ._mapping import diff as local_diff
+from ._schema import validate
 
 if TYPE_CHECKING:
-    from ..widgets.preview import RecotapPreview
+    from ..widgets._preview import RecotapPreview
 
 __all__ = ["RecotapAccessor"]
 
 
 @pd.api.extensions.register_dataframe_accessor("recotap")
 class RecotapAccessor:
-    """Holds the frame and hands it to :func:`recocora.recotap.mapping.map_ids` and
-    :func:`recocora.recotap.schema.validate`."""
+    """Holds the frame and hands it to :func:`recocora.recotap._mapping.map_ids` and
+    :func:`recocora.recotap._schema.validate`."""
 
     def __init__(self, df: pd.DataFrame) -> None:
         self._df = df
@@ -48,7 +48,7 @@ class RecotapAccessor:
         """Write the frame's external ids onto Recotap accounts matched by domain.
 
         One result row per input row, with the frame's index (see
-        :func:`recocora.recotap.mapping.map_ids` for statuses and columns). No existing id
+        :func:`recocora.recotap._mapping.map_ids` for statuses and columns). No existing id
         is replaced unless ``overwrite=True``.
 
         ``journal="mappings.db"`` (or ``True``) records every answer, and a re-run skips the
@@ -56,7 +56,7 @@ class RecotapAccessor:
         ``max_failed`` (a count, or a fraction of the rows sent) stops the run once more
         mappings came back ``not_found``. ``only=res`` maps just the rows an earlier
         result marks ``failed`` or ``not_sent``. Ctrl-C raises
-        :class:`~recocora.journal.RunInterrupted` carrying the partial ``.result``.
+        :class:`~recocora.RunInterrupted` carrying the partial ``.result``.
 
         >>> res = crm.recotap.map_ids(client=rtp, journal=True)  # doctest: +SKIP
         >>> res = crm.recotap.map_ids(client=rtp, only=res)      # doctest: +SKIP
@@ -92,7 +92,7 @@ class RecotapAccessor:
         """A preview of :meth:`map_ids` that writes nothing: the same result frame, each row
         saying what would happen (``mapped``, ``unchanged``, ``already_mapped``,
         ``superseded``, ``not_found``, ``invalid``), read from the accounts' current state;
-        ``attrs["preview"] == "local"`` (see :func:`recocora.recotap.mapping.diff`).
+        ``attrs["preview"] == "local"`` (see :func:`recocora.recotap._mapping.diff`).
 
         >>> crm.recotap.diff(client=rtp)["recotap_status"].value_counts()  # doctest: +SKIP
         """
@@ -118,6 +118,6 @@ class RecotapAccessor:
         >>> w = crm.recotap.preview(client=rtp, overwrite=True)  # doctest: +SKIP
         >>> w  # doctest: +SKIP
         """
-        from ..widgets.preview import RecotapPreview
+        from ..widgets._preview import RecotapPreview
 
         return RecotapPreview(self._df, client, **map_ids_kwargs)

@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
-from .faults import FaultConfig
-from .server import RequestRecord, Sandbox
+from ._faults import FaultConfig
+from ._server import RequestRecord, Sandbox
 
 __all__ = ["FaultConfig", "RequestRecord", "Sandbox"]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

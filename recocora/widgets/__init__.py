@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
-from .preview import CoraPreview, Preview, RecotapPreview
-from .results import PagedTable
+from ._preview import CoraPreview, Preview, RecotapPreview
+from ._results import PagedTable
 
 __all__ = ["CoraPreview", "PagedTable", "Preview", "RecotapPreview"]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -15,8 +15,8 @@ from typing import Any
 
 from recocora import CoraClient, RecotapClient
 from recocora._transport import RetryPolicy
-from recocora.journal import RunInterrupted
-from recocora.recotap import mapping
+from recocora.errors import RunInterrupted
+from recocora.recotap import _mapping as mapping
 from tests.backfill.conftest import accounts, mappings
 
 

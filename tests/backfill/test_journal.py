@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recocora import ConfigError, CoraClient, RecotapClient
-from recocora.journal import (
+from recocora._journal import (
     Ack,
     Journal,
     JournalError,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from recocora import CoraClient
-from recocora.ratelimit import MAX_DEFER, SpacingLimiter, limiter_for, slot_file_for
+from recocora._ratelimit import MAX_DEFER, SpacingLimiter, limiter_for, slot_file_for
 
 from .conftest import Child, bulk_posts
 

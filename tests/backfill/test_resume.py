@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from recocora import CoraClient, RecotapClient, ServerError
-from recocora.journal import Journal, TooManyFailedError
-from recocora.recotap import mapping
+from recocora._journal import Journal
+from recocora.errors import TooManyFailedError
+from recocora.recotap import _mapping as mapping
 from recocora.sandbox import FaultConfig
 
 from .conftest import accounts, add_companies, bulk_posts, map_patches, mappings

@@ -21,10 +21,11 @@ from recocora import (
     RecocoraError,
     RecotapClient,
 )
+from recocora._journal import Journal
+from recocora._ratelimit import SpacingLimiter
 from recocora.cli import main as cli_main
-from recocora.cora.signing import parse_key
-from recocora.journal import Journal, TooManyFailedError
-from recocora.ratelimit import SpacingLimiter
+from recocora.cora._signing import parse_key
+from recocora.errors import TooManyFailedError
 from recocora.sandbox import FaultConfig, Sandbox
 
 from .conftest import FAST_RETRY, accounts, add_companies, mappings
@@ -151,7 +152,7 @@ def test_logs_at_debug_progress_bars_and_errors_of_long_runs(
 def test_interrupt_message_and_partial_result(
     sb: Sandbox, keys: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recocora.journal import RunInterrupted
+    from recocora.errors import RunInterrupted
 
     cora, _ = clients(sb)
     calls = {"n": 0}
@@ -256,8 +257,8 @@ def test_sandbox_compares_secrets_in_constant_time(
 ) -> None:
     import hmac
 
-    from recocora.sandbox import cora as sandbox_cora
-    from recocora.sandbox import recotap as sandbox_recotap
+    from recocora.sandbox import _cora as sandbox_cora
+    from recocora.sandbox import _recotap as sandbox_recotap
 
     seen: list[tuple[bytes | str, bytes | str]] = []
     real = hmac.compare_digest

@@ -19,7 +19,7 @@ import pandas as pd
 
 import recocora
 from recocora._transport import RetryPolicy
-from recocora.cora.upsert import plan_upsert
+from recocora.cora._upsert import plan_upsert
 from recocora.sandbox import FaultConfig, Sandbox
 
 from .support import PeakRss, accounts_frame, change_balances, sandbox_process, timed

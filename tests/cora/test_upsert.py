@@ -238,7 +238,7 @@ def test_progress_bar_shows_counts_and_an_up_front_eta(
 
 
 def test_eta_for_100k_rows_is_about_66_minutes() -> None:
-    from recocora.progress import format_duration
+    from recocora._progress import format_duration
 
     chunks = 100_000 // CoraClient.MAX_ROWS
     assert format_duration((chunks - 1) * 20.0) == "~66 min"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from recocora._transport import RetryPolicy
-from recocora.recotap.client import RecotapClient
+from recocora.recotap._client import RecotapClient
 
 if TYPE_CHECKING:
     from recocora.sandbox import Sandbox

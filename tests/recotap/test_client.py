@@ -17,7 +17,7 @@ from recocora.errors import (
     ServerError,
     ValidationError,
 )
-from recocora.recotap.client import RecotapClient, constraint_messages
+from recocora.recotap._client import RecotapClient, constraint_messages
 from recocora.sandbox import FaultConfig
 
 from .conftest import calls, logged, stored_ids

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 import recocora.recotap.accessor  # noqa: F401  (registers df.recotap)
 from recocora.errors import ServerError, ValidationError
-from recocora.recotap import mapping
-from recocora.recotap.client import RecotapClient
-from recocora.recotap.mapping import RESULT_COLUMNS
+from recocora.recotap import _mapping as mapping
+from recocora.recotap._client import RecotapClient
+from recocora.recotap._mapping import RESULT_COLUMNS
 from recocora.sandbox import FaultConfig
 
 from .conftest import calls, logged, stored_ids

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 import recocora.recotap.accessor  # noqa: F401  (registers df.recotap)
 from recocora._transport import RetryPolicy
 from recocora.errors import AuthError, ServerError, ValidationError
-from recocora.recotap import mapping
-from recocora.recotap.client import RecotapClient
-from recocora.recotap.mapping import RESULT_COLUMNS, STATUSES, map_ids
+from recocora.recotap import _mapping as mapping
+from recocora.recotap._client import RecotapClient
+from recocora.recotap._mapping import RESULT_COLUMNS, STATUSES, map_ids
 from recocora.sandbox import FaultConfig
 
 from .conftest import FAST_RETRY, calls, domain_of, logged, stored_ids

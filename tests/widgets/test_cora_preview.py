@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from recocora import CoraClient
-from recocora.display import ResultFrame
-from recocora.sandbox.faults import FaultConfig
+from recocora._display import ResultFrame
+from recocora.sandbox._faults import FaultConfig
 from recocora.widgets import CoraPreview
 
 from .conftest import accounts, bulk_posts, widget_text

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recocora import CoraClient
-from recocora.display import (
+from recocora._display import (
     STATUS_COLOURS,
     ResultFrame,
     as_result,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recocora.widgets import PagedTable
-from recocora.widgets.results import ALL
+from recocora.widgets._results import ALL
 
 TAG = re.compile(r"</?[a-z]+(\s[^<>]*)?>")
 words = st.text(alphabet="abcAB <>&-", max_size=6)

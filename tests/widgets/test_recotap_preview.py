@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from recocora import RecotapClient
-from recocora.display import ResultFrame
-from recocora.sandbox.faults import FaultConfig
+from recocora._display import ResultFrame
+from recocora.sandbox._faults import FaultConfig
 from recocora.widgets import RecotapPreview
 
 from .conftest import widget_text

@@ -19,11 +19,11 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from .cora import CoraApi
-from .cora import error as cora_error
-from .core import Clock, Request, Response, Store, json_response
-from .faults import FaultConfig, FaultDecision, FaultInjector
-from .recotap import RecotapApi
+from ._cora import CoraApi
+from ._cora import error as cora_error
+from ._core import Clock, Request, Response, Store, json_response
+from ._faults import FaultConfig, FaultDecision, FaultInjector
+from ._recotap import RecotapApi
 
 __all__ = ["MAX_BODY", "RequestRecord", "Sandbox", "SandboxServer"]
 

@@ -5,7 +5,7 @@ Cora; then CRM ids are backfilled into Recotap by domain. Every step prints the 
 would type and what came back. Nothing leaves this machine: both services are the sandbox,
 started in this process on a loopback port, and its keys are never printed.
 
->>> from recocora.demo import run
+>>> from recocora._demo import run
 >>> run(rows=200, progress=False)  # doctest: +SKIP
 0
 """
@@ -23,18 +23,18 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
+from ._frames import failure_message
+from ._progress import format_duration
 from .cli import count_lines, status_counts
+from .cora._client import CoraClient
+from .cora._schema import normalize_phone
+from .cora._upsert import STATUSES as CORA_STATUSES
+from .cora._upsert import changes_table
 from .cora.accessor import CoraAccessor
-from .cora.client import CoraClient
-from .cora.schema import normalize_phone
-from .cora.upsert import STATUSES as CORA_STATUSES
-from .cora.upsert import changes_table
-from .frames import failure_message
-from .progress import format_duration
+from .recotap._client import RecotapClient
+from .recotap._domains import normalize_domain
+from .recotap._mapping import STATUSES as RECOTAP_STATUSES
 from .recotap.accessor import RecotapAccessor
-from .recotap.client import RecotapClient
-from .recotap.domains import normalize_domain
-from .recotap.mapping import STATUSES as RECOTAP_STATUSES
 from .sandbox import Sandbox
 
 __all__ = ["crm_companies", "messy_accounts", "run"]

@@ -39,12 +39,12 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from .._frames import chunk_slices
+from .._progress import RunProgress
 from ..errors import NotFoundError, RecocoraError
-from ..frames import chunk_slices
-from ..progress import RunProgress
-from .client import CoraClient
-from .schema import READ_ONLY
-from .upsert import Mode, OnInvalid, UpsertPlan, _Outcome, plan_upsert
+from ._client import CoraClient
+from ._schema import READ_ONLY
+from ._upsert import Mode, OnInvalid, UpsertPlan, _Outcome, plan_upsert
 
 __all__ = ["diff", "predict_results"]
 

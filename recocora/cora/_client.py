@@ -11,8 +11,10 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from .._config import cora_settings
+from .._frames import dumps
+from .._ratelimit import SpacingLimiter, limiter_for
 from .._transport import Reply, RetryPolicy, Transport
-from ..config import cora_settings
 from ..errors import (
     ApiError,
     AuthError,
@@ -22,9 +24,7 @@ from ..errors import (
     RequestRejectedError,
     ServerError,
 )
-from ..frames import dumps
-from ..ratelimit import SpacingLimiter, limiter_for
-from .signing import CoraKey, get_headers, parse_key, signed_headers
+from ._signing import CoraKey, get_headers, parse_key, signed_headers
 
 __all__ = ["CoraClient"]
 

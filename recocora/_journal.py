@@ -44,9 +44,15 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pandas as pd
 
-from .config import cache_dir
-from .errors import ConfigError, RecocoraError
-from .frames import to_json_value
+from ._config import cache_dir
+from ._frames import to_json_value
+from .errors import (
+    ConfigError,
+    JournalError,
+    RecocoraError,
+    RunInterrupted,
+    TooManyFailedError,
+)
 
 __all__ = [
     "Ack",
@@ -198,11 +204,6 @@ def _now() -> str:
 
 
 # --------------------------------------------------------------------------- the journal
-
-
-class JournalError(RecocoraError):
-    """The journal file could not be read or written (disk full, locked for too long,
-    removed). What was not written was not recorded: at worst those rows are sent again."""
 
 
 class Ack(NamedTuple):
@@ -495,29 +496,6 @@ def resend_rows(
 
 
 # --------------------------------------------------------------------------- stopping
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) stopped a bulk run; ``.result`` is the partial result frame.
-
-    Rows whose answer arrived keep their status (and are in the journal, if one was used);
-    the rest are ``not_sent``. It is a ``KeyboardInterrupt``, not an ``Exception``, so an
-    ``except Exception`` in a loop around the call never swallows a Ctrl-C.
-
-    >>> try:                                                    # doctest: +SKIP
-    ...     res = df.cora.upsert(client=cora, journal="backfill.db")
-    ... except RunInterrupted as stop:
-    ...     res = stop.result
-    """
-
-    def __init__(self, message: str, result: pd.DataFrame) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-class TooManyFailedError(RecocoraError):
-    """More rows failed than ``max_failed`` allows; the run stopped, ``.result`` holds the
-    partial result (the rows not sent yet are ``not_sent``)."""
 
 
 class FailureLimit:

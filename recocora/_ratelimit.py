@@ -3,7 +3,7 @@
 Cora allows one bulk request every 20 seconds per key. Two ``CoraClient`` objects built from
 the same key (a notebook cell run twice) share one :class:`SpacingLimiter`; two processes
 (two notebooks, a notebook and the CLI) share its next free slot through a small file in the
-cache directory (:func:`recocora.config.cache_dir`), locked with ``flock`` while a slot is
+cache directory (:func:`recocora._config.cache_dir`), locked with ``flock`` while a slot is
 booked. So none of them can make another draw a 429.
 
 The file holds one number, the next free slot on the system's monotonic clock (one clock for
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import cache_dir
+from ._config import cache_dir
 
 if sys.platform != "win32":
     import fcntl

@@ -64,8 +64,7 @@ import pandera.pandas as pa
 import phonenumbers
 from pandas.api.types import infer_dtype
 
-from ..errors import ConfigError
-from ..frames import (
+from .._frames import (
     FAILURE_COLUMNS,
     arrow_text_as_str,
     failure_frame,
@@ -77,6 +76,7 @@ from ..frames import (
     valid_mask,
     validation_error,
 )
+from ..errors import ConfigError
 
 __all__ = [
     "CREATE_REQUIRED",

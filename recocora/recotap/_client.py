@@ -9,8 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from .._config import mask_secret, recotap_settings
+from .._frames import dumps
 from .._transport import Reply, RetryPolicy, Transport
-from ..config import mask_secret, recotap_settings
 from ..errors import (
     ApiError,
     AuthError,
@@ -19,8 +20,7 @@ from ..errors import (
     RequestRejectedError,
     ServerError,
 )
-from ..frames import dumps
-from .domains import normalize_domain
+from ._domains import normalize_domain
 
 __all__ = ["ACCOUNT_COLUMNS", "RecotapClient"]
 

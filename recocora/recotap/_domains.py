@@ -22,7 +22,7 @@ import idna
 import numpy as np
 import pandas as pd
 
-from recocora.frames import unencodable_mask, validation_error
+from recocora._frames import unencodable_mask, validation_error
 
 __all__ = ["domain_problems", "failure_cases", "normalize_domain"]
 

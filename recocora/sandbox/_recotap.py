@@ -36,7 +36,7 @@ from typing import Any
 import idna
 import orjson
 
-from recocora.sandbox.core import Clock, Request, Response, Store, json_response
+from recocora.sandbox._core import Clock, Request, Response, Store, json_response
 
 __all__ = ["RecotapApi", "normalize_domain"]
 

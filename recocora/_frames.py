@@ -637,7 +637,7 @@ def _shortest_unit(values: np.ndarray, mask: np.ndarray) -> str:
 
 def _exec_factory(source: str) -> Callable[[list[str]], Callable[..., dict[str, Any]]]:
     namespace: dict[str, Any] = {}
-    exec(compile(source, "<recocora.frames row maker>", "exec"), namespace)
+    exec(compile(source, "<recocora._frames row maker>", "exec"), namespace)
     factory: Callable[[list[str]], Callable[..., dict[str, Any]]] = namespace["factory"]
     return factory
 

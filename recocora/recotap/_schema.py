@@ -1,6 +1,6 @@
 """What a frame must hold before its rows become Recotap mappings, and what they become.
 
-A mapping is a ``domain`` (normalised by :mod:`recocora.recotap.domains`) and an
+A mapping is a ``domain`` (normalised by :mod:`recocora.recotap._domains`) and an
 ``externalId`` (a non-empty string). :func:`validate` names every row that cannot become one
 and why; :func:`prepare` builds the two-column frame that is sent; :func:`superseded_mask`
 and :func:`superseded_by` settle, before anything is sent, which of several rows with the
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from recocora._frames import arrow_text_as_str, unencodable_mask
+from recocora._frames import validation_error as frame_validation_error
 from recocora.errors import ValidationError
-from recocora.frames import arrow_text_as_str, unencodable_mask
-from recocora.frames import validation_error as frame_validation_error
-from recocora.recotap.domains import domain_problems
+from recocora.recotap._domains import domain_problems
 
 __all__ = [
     "FAILURE_COLUMNS",
@@ -282,7 +282,7 @@ def _empty_failures() -> pd.DataFrame:
 def _external_id_problems(series: pd.Series[Any]) -> pd.DataFrame:
     """Each value as the string sent as ``externalId``, or why it cannot be one.
 
-    Columns ``normalized`` and ``reason`` as in :func:`~recocora.recotap.domains.
+    Columns ``normalized`` and ``reason`` as in :func:`~recocora.recotap._domains.
     domain_problems`. Strings are stripped; whole numbers (ints, integral floats) are
     written without a decimal point; anything else is rejected.
     """

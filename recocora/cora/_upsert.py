@@ -5,7 +5,7 @@ into bodies one chunk of 500 at a time (serialised once, those bytes signed and 
 each answer's per-row ``index`` mapped through the chunk's positions back to the input's
 index. Every input row ends with exactly one ``cora_status``.
 
-With a journal (:mod:`recocora.journal`) each answer's rows are recorded as it arrives, and a
+With a journal (:mod:`recocora._journal`) each answer's rows are recorded as it arrives, and a
 re-run sends only the rows never acknowledged, changed since, or failed; the rest come back
 ``skipped``.
 """
@@ -22,9 +22,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..display import as_result
-from ..errors import RecocoraError, ValidationError
-from ..frames import (
+from .._display import as_result
+from .._frames import (
     RowBuilder,
     chunk_slices,
     dumps,
@@ -33,7 +32,7 @@ from ..frames import (
     valid_mask,
     validation_error,
 )
-from ..journal import (
+from .._journal import (
     Ack,
     FailureLimit,
     Journal,
@@ -46,9 +45,10 @@ from ..journal import (
     resend_rows,
     row_hashes,
 )
-from ..progress import RunProgress
-from . import schema
-from .client import CoraClient
+from .._progress import RunProgress
+from ..errors import RecocoraError, ValidationError
+from . import _schema as schema
+from ._client import CoraClient
 
 __all__ = [
     "RESEND_STATUSES",

@@ -3,7 +3,7 @@
 The Map External IDs endpoint overwrites an existing id without warning and lets the last of
 repeated domains win silently. ``map_ids`` decides both before anything is sent:
 
-1. The whole frame is validated first (:mod:`recocora.recotap.schema`); nothing is sent if a
+1. The whole frame is validated first (:mod:`recocora.recotap._schema`); nothing is sent if a
    row is invalid, unless ``on_invalid="skip"``.
 2. Rows sharing a normalised domain: the last one wins, the earlier ones are ``superseded``.
    Each domain is therefore sent at most once, so the outcome never depends on how rows are
@@ -16,7 +16,7 @@ repeated domains win silently. ``map_ids`` decides both before anything is sent:
    ``mapped``. ``verify=True`` reads the accounts back and marks ids that did not land
    ``failed``.
 
-With a journal (:mod:`recocora.journal`), every answer's mappings are recorded as it arrives;
+With a journal (:mod:`recocora._journal`), every answer's mappings are recorded as it arrives;
 a re-run skips the mappings already acknowledged with the same id (``skipped``) before any
 read or write, so it sends only what is new, changed, or not yet acknowledged.
 """
@@ -33,10 +33,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..display import as_result
-from ..errors import RecocoraError
-from ..frames import chunk_slices, dumps, object_array
-from ..journal import (
+from .._display import as_result
+from .._frames import chunk_slices, dumps, object_array
+from .._journal import (
     Ack,
     FailureLimit,
     Journal,
@@ -50,10 +49,11 @@ from ..journal import (
     resend_rows,
     row_hashes,
 )
-from ..progress import RunProgress
-from .client import RecotapClient
-from .domains import normalize_domain
-from .schema import prepare_checked, superseded_by, superseded_mask, validation_error
+from .._progress import RunProgress
+from ..errors import RecocoraError
+from ._client import RecotapClient
+from ._domains import normalize_domain
+from ._schema import prepare_checked, superseded_by, superseded_mask, validation_error
 
 __all__ = ["MAX_MAPPINGS", "RESEND_STATUSES", "RESULT_COLUMNS", "STATUSES", "diff", "map_ids"]
 
@@ -137,8 +137,8 @@ def map_ids(
     ``force=True`` sends them again. ``max_failed`` (a count, or a fraction of the rows sent)
     stops the run once more mappings came back ``not_found`` (a sign of a wrong domain
     column), raising
-    :class:`~recocora.journal.TooManyFailedError` with the partial result. Ctrl-C raises
-    :class:`~recocora.journal.RunInterrupted` (a ``KeyboardInterrupt``) carrying ``.result``;
+    :class:`~recocora.TooManyFailedError` with the partial result. Ctrl-C raises
+    :class:`~recocora.RunInterrupted` (a ``KeyboardInterrupt``) carrying ``.result``;
     answers that arrived are recorded, requests still in flight are left unacknowledged.
     ``only=res`` maps just the rows ``res`` (an earlier result of this frame) marks
     ``failed`` or ``not_sent`` and returns ``res`` with their new outcomes:

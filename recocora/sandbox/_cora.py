@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from .core import Clock, Request, Response, Store, json_response
+from ._core import Clock, Request, Response, Store, json_response
 
 __all__ = ["CoraApi"]
 

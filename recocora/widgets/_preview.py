@@ -26,10 +26,7 @@ import ipywidgets as widgets
 import orjson
 import pandas as pd
 
-from ..cora.accessor import CoraAccessor
-from ..cora.client import CoraClient
-from ..cora.upsert import changes_table
-from ..display import (
+from .._display import (
     STATUS_ORDER,
     as_result,
     badges_html,
@@ -37,11 +34,14 @@ from ..display import (
     summary_html,
     summary_text,
 )
+from .._progress import format_duration
+from ..cora._client import CoraClient
+from ..cora._upsert import changes_table
+from ..cora.accessor import CoraAccessor
 from ..errors import ValidationError
-from ..progress import format_duration
+from ..recotap._client import RecotapClient
 from ..recotap.accessor import RecotapAccessor
-from ..recotap.client import RecotapClient
-from .results import PagedTable, message_html
+from ._results import PagedTable, message_html
 
 __all__ = ["STATES", "CoraPreview", "Preview", "RecotapPreview"]
 
@@ -150,7 +150,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
     """What a bulk call would do, shown before it runs, with an **Apply** button.
 
     Parts (attributes): ``title_html``, ``validation_html`` and ``problems`` (a
-    :class:`~recocora.widgets.results.PagedTable` of invalid rows and rows that would
+    :class:`~recocora.widgets._results.PagedTable` of invalid rows and rows that would
     fail), ``counts_html``, ``eta_html``, ``changes`` (a ``PagedTable``), ``apply_button``,
     ``confirm_box`` with ``confirm_html``, ``confirm_button`` and ``cancel_button``,
     ``progress`` (an ``IntProgress``), ``progress_html``, ``message_html`` (errors) and
