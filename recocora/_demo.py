@@ -23,8 +23,8 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from ._frames import failure_message
 from ._progress import format_duration
+from ._validation import failure_message
 from .cli import count_lines, status_counts
 from .cora._client import CoraClient
 from .cora._schema import normalize_phone

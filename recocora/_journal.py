@@ -45,7 +45,7 @@ import orjson
 import pandas as pd
 
 from ._config import cache_dir
-from ._frames import to_json_value
+from ._wire import to_json_value
 from .errors import (
     ConfigError,
     JournalError,

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import recocora.cora._schema as schema
-from recocora._frames import FAILURE_COLUMNS, rows_for_chunk
+from recocora._validation import FAILURE_COLUMNS
+from recocora._wire import rows_for_chunk
 from recocora.cora._schema import (
     CREATE_REQUIRED,
     FIELDS,

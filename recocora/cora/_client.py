@@ -12,9 +12,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from .._config import cora_settings
-from .._frames import dumps
 from .._ratelimit import SpacingLimiter, limiter_for
 from .._transport import Reply, RetryPolicy, Transport
+from .._wire import dumps
 from ..errors import (
     ApiError,
     AuthError,

@@ -39,8 +39,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from .._frames import chunk_slices
 from .._progress import RunProgress
+from .._wire import chunk_slices
 from ..errors import NotFoundError, RecocoraError
 from ._client import CoraClient
 from ._schema import READ_ONLY

@@ -64,15 +64,17 @@ import pandera.pandas as pa
 import phonenumbers
 from pandas.api.types import infer_dtype
 
-from .._frames import (
-    FAILURE_COLUMNS,
+from .._json_values import (
     arrow_text_as_str,
-    failure_frame,
-    failure_message,
     is_missing,
     json_problem,
     unencodable_mask,
     unsendable_mask,
+)
+from .._validation import (
+    FAILURE_COLUMNS,
+    failure_frame,
+    failure_message,
     valid_mask,
     validation_error,
 )

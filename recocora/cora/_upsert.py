@@ -23,15 +23,6 @@ import numpy as np
 import pandas as pd
 
 from .._display import as_result
-from .._frames import (
-    RowBuilder,
-    chunk_slices,
-    dumps,
-    failure_frame,
-    object_array,
-    valid_mask,
-    validation_error,
-)
 from .._journal import (
     Ack,
     FailureLimit,
@@ -46,6 +37,8 @@ from .._journal import (
     row_hashes,
 )
 from .._progress import RunProgress
+from .._validation import failure_frame, valid_mask, validation_error
+from .._wire import RowBuilder, chunk_slices, dumps, object_array
 from ..errors import RecocoraError, ValidationError
 from . import _schema as schema
 from ._client import CoraClient

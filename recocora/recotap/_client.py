@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 
 from .._config import mask_secret, recotap_settings
-from .._frames import dumps
 from .._transport import Reply, RetryPolicy, Transport
+from .._wire import dumps
 from ..errors import (
     ApiError,
     AuthError,

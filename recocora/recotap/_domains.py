@@ -22,7 +22,8 @@ import idna
 import numpy as np
 import pandas as pd
 
-from recocora._frames import unencodable_mask, validation_error
+from recocora._json_values import unencodable_mask
+from recocora._validation import validation_error
 
 __all__ = ["domain_problems", "failure_cases", "normalize_domain"]
 

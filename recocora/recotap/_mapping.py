@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from .._display import as_result
-from .._frames import chunk_slices, dumps, object_array
 from .._journal import (
     Ack,
     FailureLimit,
@@ -50,6 +49,7 @@ from .._journal import (
     row_hashes,
 )
 from .._progress import RunProgress
+from .._wire import chunk_slices, dumps, object_array
 from ..errors import RecocoraError
 from ._client import RecotapClient
 from ._domains import normalize_domain

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from recocora._frames import arrow_text_as_str, unencodable_mask
-from recocora._frames import validation_error as frame_validation_error
+from recocora._json_values import arrow_text_as_str, unencodable_mask
+from recocora._validation import validation_error as frame_validation_error
 from recocora.errors import ValidationError
 from recocora.recotap._domains import domain_problems
 

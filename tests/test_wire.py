@@ -16,21 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import recocora._frames as frames
-from recocora._frames import (
-    FAILURE_COLUMNS,
+import recocora._wire as wire
+from recocora._json_values import is_missing
+from recocora._validation import FAILURE_COLUMNS
+from recocora._wire import (
     RowBuilder,
     chunk_slices,
     dumps,
-    failure_frame,
-    failure_message,
-    is_missing,
-    json_problem,
+    object_array,
     rows_for_chunk,
     to_json_value,
-    unsendable_mask,
-    valid_mask,
-    validation_error,
 )
 from recocora.errors import ValidationError
 
@@ -273,19 +268,8 @@ def test_text_columns_of_every_storage_build_the_same_rows(
                 assert builder.rows(positions) == expected.rows(positions), dtype
 
 
-def test_arrow_text_stays_in_arrow_until_its_slice_is_built() -> None:
-    df = pd.DataFrame({"externalId": pd.Series(["a", None, "é"], dtype="string[pyarrow]")})
-    builder = RowBuilder(df)
-    column = builder._columns[0]
-    assert column._kind == "arrow" and not len(column._values)
-    assert builder.rows() == [{"externalId": "a"}, {}, {"externalId": "é"}]
-    arrow = pd.Series(["a", None], dtype=pd.ArrowDtype(pa.string()))
-    assert unsendable_mask(arrow).tolist() == [False, False]
-    assert frames.arrow_text_as_str(arrow).dtype == "str"
-
-
 def test_object_array_shares_one_object() -> None:
-    a = frames.object_array(4, "not_sent")
+    a = object_array(4, "not_sent")
     assert a.dtype == object and a.tolist() == ["not_sent"] * 4
     assert len({id(v) for v in a}) == 1
 
@@ -321,82 +305,12 @@ def test_dumps_is_compact_utf8_and_converts_stray_numpy() -> None:
         dumps({"x": object()})
 
 
-def test_value_functions() -> None:
-    assert all(is_missing(v) for v in (None, np.nan, pd.NA, pd.NaT, np.datetime64("NaT")))
-    assert not any(is_missing(v) for v in (0, "", [], {}, False, np.array([np.nan])))
+def test_to_json_value_leaves_out_missing_and_empty_and_refuses_the_unsendable() -> None:
     assert to_json_value(np.float64(2.5)) == 2.5
     assert to_json_value({"a": None}) is None
     assert to_json_value(pd.NA) is None
     with pytest.raises(ValidationError):
         to_json_value(float("inf"))
-    assert json_problem([1, 2]) is None
-    assert json_problem(set()) is not None
-    mask = unsendable_mask(pd.Series([{"a": 1}, {"a": float("inf")}, None, "x"], dtype=object))
-    assert mask.tolist() == [False, True, False, False]
-    assert unsendable_mask(pd.Series(["a", "b"])).tolist() == [False, False]
-    assert unsendable_mask(pd.Series(pd.Categorical([1.0, np.inf, None]))).tolist() == [
-        False,
-        True,
-        False,
-    ]
-
-
-def test_failure_frame_functions() -> None:
-    empty = failure_frame()
-    assert list(empty.columns) == list(FAILURE_COLUMNS) and len(empty) == 0
-    index = pd.Index(["a", "b", "c"])
-    assert valid_mask(empty, index).tolist() == [True, True, True]
-
-    rows = [
-        {
-            "index": f"r{i}",
-            "column": "phoneNumber",
-            "check": "e164",
-            "value": "x" * 100,
-            "message": "bad phone",
-        }
-        for i in range(12)
-    ]
-    fc = failure_frame(rows)
-    mask = valid_mask(fc, pd.Index(["r0", "ok", "r11"]))
-    assert mask.tolist() == [False, True, False]
-    assert mask.index.tolist() == ["r0", "ok", "r11"]
-
-    text = failure_message(fc)
-    lines = text.splitlines()
-    assert lines[0] == "12 rows failed validation (12 problems):"
-    assert lines[1].startswith("  row r0, column phoneNumber: bad phone (value: 'xxx")
-    assert len(lines[1]) < 150  # long values are shortened
-    assert "... and 2 more" in text
-    assert "on_invalid='skip'" in lines[-1]
-
-    whole = failure_frame(
-        [
-            {
-                "index": None,
-                "column": "id",
-                "check": "read_only",
-                "value": None,
-                "message": "read-only",
-            }
-        ]
-    )
-    assert valid_mask(whole, index).tolist() == [False, False, False]
-    assert failure_message(whole).splitlines()[:2] == [
-        "1 column failed validation (1 problem):",
-        "  column id: read-only",
-    ]
-    err = validation_error(fc, advice="Do X.")
-    assert isinstance(err, ValidationError) and err.failure_cases is fc
-    assert str(err).endswith("Do X.")
-
-
-def test_valid_mask_with_a_multiindex() -> None:
-    index = pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)])
-    fc = failure_frame(
-        [{"index": ("a", 2), "column": "x", "check": "c", "value": 1, "message": "m"}]
-    )
-    assert valid_mask(fc, index).tolist() == [True, False, True]
 
 
 # --------------------------------------------------------------------------- properties
@@ -499,7 +413,7 @@ def test_rows_never_hold_null_and_every_cell_lands_at_its_path(df: pd.DataFrame)
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(frames).failed == 0
+    assert doctest.testmod(wire).failed == 0
 
 
 _TEXT_OR_MISSING = st.one_of(_MISSING, st.text(max_size=4))
