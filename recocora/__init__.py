@@ -11,10 +11,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._report import changes_table
 from .cora import accessor as _cora_accessor  # registers df.cora
 from .cora._client import CoraClient
 from .cora._schema import normalize_phone
-from .cora._upsert import changes_table
 from .errors import (
     ApiError,
     AuthError,

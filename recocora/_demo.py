@@ -24,16 +24,13 @@ import numpy as np
 import pandas as pd
 
 from ._progress import format_duration
+from ._report import changes_table, count_lines, status_counts
 from ._validation import failure_message
-from .cli import count_lines, status_counts
 from .cora._client import CoraClient
 from .cora._schema import normalize_phone
-from .cora._upsert import STATUSES as CORA_STATUSES
-from .cora._upsert import changes_table
 from .cora.accessor import CoraAccessor
 from .recotap._client import RecotapClient
 from .recotap._domains import normalize_domain
-from .recotap._mapping import STATUSES as RECOTAP_STATUSES
 from .recotap.accessor import RecotapAccessor
 from .sandbox import Sandbox
 
@@ -295,7 +292,7 @@ def _cora_part(story: _Story, sb: Sandbox, cora: CoraClient, rows: int,
         before = len(sb.requests)
         preview = CoraAccessor(df).diff(client=cora, on_invalid="skip", progress=progress)
         used = _request_counts(sb, before)
-        story.say(*count_lines(status_counts(preview, "cora_status", CORA_STATUSES)))
+        story.say(*count_lines(status_counts(preview)))
         changes = changes_table(preview)
         story.say(f"  {len(changes):,} field changes, for example:")
         for rec in changes.head(4).to_dict("records"):
@@ -307,14 +304,15 @@ def _cora_part(story: _Story, sb: Sandbox, cora: CoraClient, rows: int,
             f"upsert needs {bulk} bulk request{'s' if bulk != 1 else ''}: "
             f"{format_duration(eta)} at one per {REAL_WINDOW:g} s "
             f"(a dry run would spend the same; 100,000 rows take "
-            f"{format_duration(math.ceil(100_000 / 500 - 1) * REAL_WINDOW)})."
+            f"{format_duration(math.ceil(100_000 / cora.MAX_ROWS - 1) * REAL_WINDOW)})."
         )
 
-    with story.section("Upsert: chunks of 500, signed, rate-limited, every row accounted for"):
+    with story.section(f"Upsert: chunks of {cora.MAX_ROWS}, signed, rate-limited, every row "
+                       "accounted for"):
         story.code("res = df.cora.upsert(client=cora, on_invalid='skip', include_changes=True)")
         res = CoraAccessor(df).upsert(client=cora, on_invalid="skip", include_changes=True,
                                       progress=progress)
-        story.say(*count_lines(status_counts(res, "cora_status", CORA_STATUSES)))
+        story.say(*count_lines(status_counts(res)))
         agree = _agree(res["cora_status"], preview["cora_status"])
         story.say(f"  The preview called {agree:,} of {len(res):,} rows right.")
         odd = res[res["cora_status"].isin(["failed", "invalid"])]
@@ -331,8 +329,8 @@ def _cora_part(story: _Story, sb: Sandbox, cora: CoraClient, rows: int,
 def _recotap_part(story: _Story, sb: Sandbox, rtp: RecotapClient, rows: int,
                   progress: bool) -> pd.DataFrame:
     with story.section("Recotap: which accounts have no CRM id yet?"):
-        story.code("unmapped = rtp.unmapped_accounts(limit=1000)")
-        unmapped = rtp.unmapped_accounts(limit=1000)
+        story.code(f"unmapped = rtp.unmapped_accounts(limit={rtp.MAX_LIMIT})")
+        unmapped = rtp.unmapped_accounts(limit=rtp.MAX_LIMIT)
         story.say(f"  {len(unmapped):,} accounts without an id, e.g. "
                   f"{', '.join(unmapped['domain'].head(3).astype(str))}")
 
@@ -355,19 +353,19 @@ def _recotap_part(story: _Story, sb: Sandbox, rtp: RecotapClient, rows: int,
     with story.section("Preview: what the mapping would do, nothing written"):
         story.code("preview = crm.recotap.diff(client=rtp, external_id='crm_id')")
         preview = accessor.diff(client=rtp, external_id="crm_id", progress=progress)
-        story.say(*count_lines(status_counts(preview, "recotap_status", RECOTAP_STATUSES)))
+        story.say(*count_lines(status_counts(preview)))
 
     with story.section("Map the ids (no existing id is overwritten), then read them back"):
         story.code("res = crm.recotap.map_ids(client=rtp, external_id='crm_id', verify=True)")
         res = accessor.map_ids(client=rtp, external_id="crm_id", verify=True, progress=progress)
-        story.say(*count_lines(status_counts(res, "recotap_status", RECOTAP_STATUSES)))
+        story.say(*count_lines(status_counts(res)))
         agree = _agree(res["recotap_status"], preview["recotap_status"])
         story.say(f"  The preview called {agree:,} of {len(res):,} rows right.")
         held = res[res["recotap_status"] == "already_mapped"]
         if len(held):
             first = held.iloc[0]
             story.say(f"  e.g. {first['recotap_domain']}: {first['recotap_message']}")
-        left = rtp.unmapped_accounts(limit=1000)
+        left = rtp.unmapped_accounts(limit=rtp.MAX_LIMIT)
         story.say(f"  Accounts still without an id: {len(unmapped):,} -> {len(left):,}.")
     return res
 
@@ -375,8 +373,8 @@ def _recotap_part(story: _Story, sb: Sandbox, rtp: RecotapClient, rows: int,
 def _summary(story: _Story, sb: Sandbox, cora_res: pd.DataFrame,
              rtp_res: pd.DataFrame) -> None:
     reqs = _request_counts(sb)
-    cora_counts = status_counts(cora_res, "cora_status", CORA_STATUSES)
-    rtp_counts = status_counts(rtp_res, "recotap_status", RECOTAP_STATUSES)
+    cora_counts = status_counts(cora_res)
+    rtp_counts = status_counts(rtp_res)
     bulk = int(cora_res.attrs.get("requests", 0))
     total = time.monotonic() - story.started
 

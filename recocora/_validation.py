@@ -93,11 +93,13 @@ def failure_message(
     ),
     limit: int = 10,
     subject: str = "validation",
+    rest: str = "all of them are in .failure_cases",
 ) -> str:
     """A readable summary of a failure-cases frame: counts, the first problems, what to do.
 
     Each problem reads ``row <index>, column <col>: <message> (value: ...)``; a problem with
-    a whole column reads ``column <col>: <message>``.
+    a whole column reads ``column <col>: <message>``. Past ``limit`` problems, ``rest`` says
+    where to find the others.
 
     >>> fc = failure_frame([{"index": 3, "column": "phoneNumber", "check": "e164",
     ...                      "value": "555", "message": "not E.164"}])
@@ -146,7 +148,7 @@ def failure_message(
             shown = f" (value: {text if len(text) <= 60 else text[:57] + '...'})"
         lines.append(f"  {where}: {record['message']}{shown}")
     if n_problems > limit:
-        lines.append(f"  ... and {n_problems - limit:,} more (all of them are in .failure_cases)")
+        lines.append(f"  ... and {n_problems - limit:,} more ({rest})")
     lines.append(advice)
     return "\n".join(lines)
 

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import string
+import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from recocora.cli import file_format, main, read_frame, write_frame
+from recocora import CoraClient
+from recocora._report import CORA_STATUSES
+from recocora.cli import main
 from recocora.sandbox import Sandbox
 
 BIN = Path(sys.executable).with_name("recocora")
@@ -291,6 +290,11 @@ def in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
         (["cora", "upsert", "in.csv", "--diff", "--journal", "j.db"], "--journal"),
         (["cora", "upsert", "in.csv", "--force"], "--force needs --journal"),
         (["cora", "upsert", "in.csv", "--max-failed", "1.5"], "fraction"),
+        (["cora", "upsert", "in.csv", "--drop-columns", "nope"], "'nope'"),
+        (["cora", "upsert", "in.csv", "--drop-columns", "a,,b"], "comma-separated"),
+        (["cora", "upsert", "in.csv", "--phone-region", "XX"], "--phone-region XX"),
+        (["cora", "upsert", "in.csv", "--phone-region", "US", "--columns", "tel.json"],
+         "'Tel'"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -303,6 +307,7 @@ def test_usage_errors_exit_2(
     write_csv(tmp_path / "in.csv", NEW_ACCOUNTS)
     (tmp_path / "in.xlsx").write_text("x")
     (tmp_path / "list.json").write_text('["externalId"]')
+    (tmp_path / "tel.json").write_text('{"Tel": "phoneNumber"}')
     code, _, err = in_process(args, capsys)
     assert code == 2
     assert says in err and "Traceback" not in err
@@ -395,28 +400,6 @@ def test_map_ids_invalid_rows_exit_1(cli: Callable[..., Any], sb: Sandbox,
 # --------------------------------------------------------------------------- in process
 
 
-def test_file_format_by_extension() -> None:
-    assert [file_format(p) for p in ("a.CSV", "a.csv.gz", "a.tsv", "a.parquet", "a.pq", "-")] \
-        == ["csv", "csv", "tsv", "parquet", "parquet", "csv"]
-
-
-_TEXT = st.text(alphabet=string.ascii_letters + string.digits + "+-. ,'\"#/é", min_size=1,
-                max_size=12).filter(lambda s: s.strip() == s)
-
-
-@settings(max_examples=40, deadline=None)
-@given(values=st.lists(_TEXT, min_size=1, max_size=8), suffix=st.sampled_from([".csv", ".tsv"]))
-def test_text_cells_survive_a_round_trip_through_a_file(values: list[str], suffix: str) -> None:
-    # Ids and phone numbers such as '007', '+1 512', 'NA' or '1e5' must come back as written.
-    frame = pd.DataFrame({"externalId": values, "bucket": values[::-1]})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / f"rows{suffix}")
-        write_frame(frame, path)
-        back = read_frame(path)
-    assert back["externalId"].tolist() == values
-    assert back["bucket"].tolist() == values[::-1]
-
-
 def test_python_dash_m_recocora_is_the_same_command(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "recocora", "recotap", "unmapped", "--help"], env=clean_env(),
@@ -424,3 +407,155 @@ def test_python_dash_m_recocora_is_the_same_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "usage: recocora recotap unmapped" in done.stdout
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cora", "upsert", "in.csv", "--out", "missing/res.csv"],
+        ["cora", "upsert", "in.csv", "--dry-run", "--out", "missing/res.parquet"],
+        ["cora", "upsert", "in.csv", "--journal", "missing/run.db"],
+        ["cora", "upsert", "in.csv", "--out", "folder.csv"],
+        ["recotap", "map-ids", "crm.csv", "--out", "missing/mapped.csv"],
+        ["recotap", "map-ids", "crm.csv", "--journal", "missing/run.db"],
+        ["recotap", "unmapped", "--out", "missing/unmapped.csv"],
+    ],
+)
+def test_an_output_path_that_cannot_be_written_sends_nothing(
+    cli: Callable[..., Any], sb: Sandbox, tmp_path: Path, args: list[str]
+) -> None:
+    write_csv(tmp_path / "in.csv", NEW_ACCOUNTS)
+    write_csv(tmp_path / "crm.csv", "domain,externalId\nacme.com,crm-1\n")
+    (tmp_path / "folder.csv").mkdir()
+    done = cli(*args, "--no-progress") if args[1] != "unmapped" else cli(*args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip().splitlines()
+    assert said[-1].startswith("recocora: error: --")
+    assert "does not exist" in said[-1] or "is a folder" in said[-1]
+    assert "Traceback" not in done.stderr
+    assert sb.requests == []  # not one request: nothing written, nothing read
+    assert sb.cora_account("A-1") is None
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_out_check_leaves_no_file_behind(
+    cli: Callable[..., Any], sb: Sandbox, tmp_path: Path
+) -> None:
+    write_csv(tmp_path / "in.csv", "externalId,phoneNumber\nA-1,ask front desk\n")
+    done = cli("cora", "upsert", "in.csv", "--out", "res.csv", "--no-progress")
+    assert done.returncode == 1  # refused by validation, after the path was checked
+    assert not (tmp_path / "res.csv").exists()
+    assert sb.requests == []
+
+
+# --------------------------------------------------------------------------- the messy sample
+
+SAMPLE = Path(__file__).resolve().parents[1] / "notebooks" / "data" / "messy_accounts.csv"
+PANDAS_ADVICE = ("df.", "df[", "pd.", "columns={", "recocora.normalize", "mode='", "=True")
+
+
+def test_the_sample_report_speaks_command_line(
+    cli: Callable[..., Any], sb: Sandbox
+) -> None:
+    done = cli("cora", "upsert", str(SAMPLE), "--no-progress")
+    assert done.returncode == 1, done.stderr
+    report = done.stdout
+    assert "--drop-columns updatedAt" in report and "--drop-columns legacy_no" in report
+    assert "--phone-region US" in report and "--on-invalid skip" in report
+    assert not [bit for bit in PANDAS_ADVICE if bit in report], report
+    assert sb.requests == []
+
+
+def test_the_messy_sample_goes_through_with_the_documented_flags(
+    cli: Callable[..., Any], sb: Sandbox, tmp_path: Path
+) -> None:
+    done = cli("cora", "upsert", str(SAMPLE), "--drop-columns", "legacy_no,updatedAt",
+               "--phone-region", "US", "--on-invalid", "skip", "--out", "res.csv",
+               "--no-progress")
+    assert done.returncode == 1, done.stderr  # some rows are invalid on purpose
+    rows = len(pd.read_csv(SAMPLE, dtype=str))
+    res = pd.read_csv(tmp_path / "res.csv", dtype=str, keep_default_na=False)
+    assert res["row"].tolist() == [str(i) for i in range(rows)]
+    assert set(res["cora_status"]) <= set(CORA_STATUSES) and "" not in set(res["cora_status"])
+    sent = res["cora_status"].isin(["created", "updated", "unchanged"])
+    assert sent.sum() > rows / 2
+    # Every row the server answered for is stored as sent, phone in E.164.
+    for external_id in res.loc[sent, "cora_external_id"]:
+        stored = sb.cora_account(external_id)
+        assert stored is not None and stored["phoneNumber"].startswith("+1")
+    assert len(posts(sb)) == -(-int(sent.sum()) // CoraClient.MAX_ROWS)
+    invalid = res.loc[res["cora_status"] == "invalid", "cora_message"]
+    assert len(invalid) and (invalid != "").all()
+    assert not [m for m in invalid for bit in PANDAS_ADVICE if bit in m]
+    assert not [bit for bit in PANDAS_ADVICE if bit in done.stdout]
+
+
+# --------------------------------------------------------------------------- sandbox command
+
+
+def _serve(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*COMMAND, "sandbox", "--host", "127.0.0.1", *args], env=clean_env(PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _served_lines(proc: subprocess.Popen[str]) -> list[str]:
+    """What the sandbox command prints up to its last export line, then stop it."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("export RECOTAP_API_KEY="):
+                break
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    return lines
+
+
+def _exported_keys(lines: list[str]) -> tuple[str, str]:
+    found = dict(line[len("export "):].split("=", 1) for line in lines
+                 if line.startswith("export "))
+    return found["CORA_API_KEY"], found["RECOTAP_API_KEY"]
+
+
+def test_sandbox_says_its_keys_change_on_every_start_unless_given() -> None:
+    first = _served_lines(_serve("--port", "0", "--seed", "demo"))
+    second = _served_lines(_serve("--port", "0", "--seed", "demo"))
+    note = [line for line in first if "new on every start" in line]
+    assert len(note) == 1 and "--cora-key" in note[0], first
+    assert _exported_keys(first)[0] != _exported_keys(second)[0]
+    assert _exported_keys(first)[1] != _exported_keys(second)[1]
+    given_keys = ("--cora-key", "cora_org_demo.s3cret", "--recotap-key", "rtp_demo")
+    kept = [_served_lines(_serve("--port", "0", "--seed", "demo", *given_keys))
+            for _ in range(2)]
+    for lines in kept:
+        assert not [line for line in lines if "new on every start" in line]
+        assert _exported_keys(lines) == ("cora_org_demo.s3cret", "rtp_demo")
+
+
+def test_sandbox_on_a_busy_port_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = _serve("--port", str(port), "--db", str(tmp_path / "state.db"))
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out + err
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"recocora: error: cannot serve on 127.0.0.1:{port}: port {port} is already in use; "
+        "stop what is using it, or pick another --port (0 picks a free one)"
+    ]
+
+
+def test_sandbox_db_in_a_missing_folder_exits_2(tmp_path: Path) -> None:
+    proc = _serve("--port", "0", "--db", str(tmp_path / "missing" / "state.db"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and out == ""
+    assert "--db" in err and "does not exist" in err and "Traceback" not in err

@@ -37,6 +37,7 @@ from .._journal import (
     row_hashes,
 )
 from .._progress import RunProgress
+from .._report import CORA_STATUSES as STATUSES
 from .._validation import failure_frame, valid_mask, validation_error
 from .._wire import RowBuilder, chunk_slices, dumps, object_array
 from ..errors import RecocoraError, ValidationError
@@ -48,12 +49,10 @@ __all__ = [
     "RESULT_COLUMNS",
     "STATUSES",
     "UpsertPlan",
-    "changes_table",
     "plan_upsert",
     "upsert",
 ]
 
-STATUSES = ("created", "updated", "unchanged", "failed", "invalid", "skipped", "not_sent")
 SERVER_STATUSES = frozenset({"created", "updated", "unchanged", "failed"})
 _SERVER_STATUS = {s: s for s in SERVER_STATUSES}
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default text dtype
@@ -542,31 +541,3 @@ def _resend(df: pd.DataFrame, previous: pd.DataFrame, client: CoraClient | None,
         df, previous, "cora_status", lambda rows: upsert(rows, client, **options),
         RESEND_STATUSES, {"requests": 0, "rows_sent": 0, "resent": 0},
     )
-
-
-def changes_table(result: pd.DataFrame) -> pd.DataFrame:
-    """Long form of a result's ``cora_changes``: one row per changed field, with columns
-    ``index`` (the input row's label), ``externalId``, ``field``, ``from``, ``to``.
-
-    >>> changes_table(res)  # doctest: +SKIP
-    """
-    columns = ["index", "externalId", "field", "from", "to"]
-    if "cora_changes" not in result:
-        raise ValueError("not a Cora result frame: it has no cora_changes column")
-    lists = result["cora_changes"].tolist()
-    sizes = np.fromiter((len(v) if isinstance(v, list) else 0 for v in lists), np.int64,
-                        len(lists))
-    # One position per change, then whole columns at once: no per-row lookups.
-    pos = np.repeat(np.arange(len(lists)), sizes)
-    flat = [c if isinstance(c, dict) else {} for v, n in zip(lists, sizes, strict=True)
-            if n for c in v]
-    ids = result.get("cora_external_id")
-    data = {
-        "index": pd.Series(result.index[pos].tolist(), dtype=object),
-        "externalId": (ids.to_numpy(dtype=object)[pos] if ids is not None
-                       else np.full(len(pos), None, dtype=object)),
-        "field": [c.get("field") for c in flat],
-        "from": [c.get("from") for c in flat],
-        "to": [c.get("to") for c in flat],
-    }
-    return pd.DataFrame(data, columns=columns, dtype=object)  # type: ignore[no-any-return]

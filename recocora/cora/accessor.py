@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._journal import JournalSpec
+from .._report import changes_table
 from . import _schema as schema
 from ._client import CoraClient
 from ._diff import diff as local_diff
-from ._upsert import Mode, OnInvalid, changes_table, plan_upsert, upsert
+from ._upsert import Mode, OnInvalid, plan_upsert, upsert
 
 if TYPE_CHECKING:
     from ..widgets._preview import CoraPreview

@@ -135,6 +135,8 @@ class RecotapClient:
     MAX_MAPPINGS = 100
     MAX_DOMAIN_FILTER = 100
     PAGE_LIMIT = 100
+    #: The most accounts one list request returns (``unmapped_accounts(limit=...)``).
+    MAX_LIMIT = 1000
 
     def __init__(
         self,
@@ -221,8 +223,8 @@ class RecotapClient:
         >>> rtp.unmapped_accounts(limit=1000).columns.tolist()  # doctest: +SKIP
         ['name', 'domain']
         """
-        if int(limit) < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        if not 1 <= int(limit) <= self.MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {self.MAX_LIMIT}, not {limit}")
         reply = self.transport.request("GET", UNMAPPED, query=[("limit", str(int(limit)))])
         items = _data(reply)
         rows = items if isinstance(items, list) else []

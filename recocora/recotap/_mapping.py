@@ -11,7 +11,7 @@ repeated domains win silently. ``map_ids`` decides both before anything is sent:
 3. Unless ``overwrite=True``, the accounts' current ids are read first; rows whose account
    already holds a different id are ``already_mapped``, rows whose account holds the same id
    are ``unchanged``, and neither is sent.
-4. The rest go out in requests of :data:`MAX_MAPPINGS`, up to the client's
+4. The rest go out in requests of the client's ``MAX_MAPPINGS``, up to its
    ``max_concurrency`` at once; domains in ``notFound`` are ``not_found``, the others
    ``mapped``. ``verify=True`` reads the accounts back and marks ids that did not land
    ``failed``.
@@ -49,29 +49,14 @@ from .._journal import (
     row_hashes,
 )
 from .._progress import RunProgress
+from .._report import RECOTAP_STATUSES as STATUSES
 from .._wire import chunk_slices, dumps, object_array
 from ..errors import RecocoraError
 from ._client import RecotapClient
 from ._domains import normalize_domain
 from ._schema import prepare_checked, superseded_by, superseded_mask, validation_error
 
-__all__ = ["MAX_MAPPINGS", "RESEND_STATUSES", "RESULT_COLUMNS", "STATUSES", "diff", "map_ids"]
-
-#: Mappings per request (the API's limit). Tests shrink it to prove chunking.
-MAX_MAPPINGS = 100
-
-#: Every value ``recotap_status`` can take.
-STATUSES = (
-    "mapped",          # written (or already so); the account now holds the row's id
-    "unchanged",       # the account already held this id; not sent
-    "not_found",       # no account has this domain
-    "already_mapped",  # the account holds a different id and overwrite=False; not sent
-    "superseded",      # a later row with the same domain wins; not sent
-    "invalid",         # failed validation; not sent
-    "failed",          # verify=True read the account back and the id was not there
-    "skipped",         # the journal holds this exact mapping as acknowledged; not sent
-    "not_sent",        # the run stopped (an error) before this row was acknowledged
-)
+__all__ = ["RESEND_STATUSES", "RESULT_COLUMNS", "STATUSES", "diff", "map_ids"]
 
 #: Statuses a journal counts as done: such rows with the same id are skipped next time.
 APPLIED = ("mapped", "unchanged")
@@ -370,7 +355,7 @@ class _Run:
         return unsent
 
     def _send(self, client: RecotapClient, rows: np.ndarray[Any, Any]) -> None:
-        size = min(MAX_MAPPINGS, client.MAX_MAPPINGS)
+        size = client.MAX_MAPPINGS
         batches = [rows[s] for s in chunk_slices(len(rows), size)]
         for b, positions in enumerate(batches):
             self.batch[positions] = b
@@ -564,7 +549,7 @@ class _Run:
 
     @staticmethod
     def _batch_size(client: RecotapClient) -> int:
-        return min(MAX_MAPPINGS, client.MAX_MAPPINGS)
+        return client.MAX_MAPPINGS
 
     def _preview_result(self, client: RecotapClient, overwrite: bool) -> pd.DataFrame:
         frame = self.result(overwrite=overwrite, verified=False)

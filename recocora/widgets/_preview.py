@@ -26,17 +26,10 @@ import ipywidgets as widgets
 import orjson
 import pandas as pd
 
-from .._display import (
-    STATUS_ORDER,
-    as_result,
-    badges_html,
-    status_counts,
-    summary_html,
-    summary_text,
-)
+from .._display import as_result, badges_html, summary_html
 from .._progress import format_duration
+from .._report import STATUS_ORDER, changes_table, status_counts, summary_text
 from ..cora._client import CoraClient
-from ..cora._upsert import changes_table
 from ..cora.accessor import CoraAccessor
 from ..errors import ValidationError
 from ..recotap._client import RecotapClient

@@ -16,7 +16,6 @@ from typing import Any
 from recocora import CoraClient, RecotapClient
 from recocora._transport import RetryPolicy
 from recocora.errors import RunInterrupted
-from recocora.recotap import _mapping as mapping
 from tests.backfill.conftest import accounts, mappings
 
 
@@ -58,9 +57,9 @@ def main(spec: dict[str, Any]) -> int:
                                        progress=False)
             column = "cora_status"
         else:
-            mapping.MAX_MAPPINGS = spec.get("rows", 100)
             rtp = RecotapClient(spec["key"], spec["url"], retry=retry,
                                 max_concurrency=spec.get("concurrency", 4))
+            rtp.MAX_MAPPINGS = spec.get("rows", 100)  # type: ignore[misc]
             frame = mappings(spec["n"], start=spec.get("start", 0))
             wait_for_go(spec)
             out["began"] = time.time()

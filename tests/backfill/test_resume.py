@@ -14,7 +14,6 @@ import pytest
 from recocora import CoraClient, RecotapClient, ServerError
 from recocora._journal import Journal
 from recocora.errors import TooManyFailedError
-from recocora.recotap import _mapping as mapping
 from recocora.sandbox import FaultConfig
 
 from .conftest import accounts, add_companies, bulk_posts, map_patches, mappings
@@ -336,7 +335,7 @@ def test_recotap_force_and_only(
     sb: Sandbox, rtp_for: Callable[..., RecotapClient], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 10)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 10)
     add_companies(sb, 40)
     df = mappings(40)
     client = rtp_for(max_concurrency=1)
@@ -397,7 +396,7 @@ def test_recotap_verify_failures_are_recorded_and_sent_again(
 def test_recotap_max_failed_counts_not_found(
     sb: Sandbox, rtp_for: Callable[..., RecotapClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 10)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 10)
     add_companies(sb, 10)
     df = mappings(60)  # the last 50 domains exist nowhere
     with pytest.raises(TooManyFailedError) as info:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import recocora.recotap.accessor  # noqa: F401  (registers df.recotap)
 from recocora.errors import ServerError, ValidationError
-from recocora.recotap import _mapping as mapping
 from recocora.recotap._client import RecotapClient
 from recocora.recotap._mapping import RESULT_COLUMNS
 from recocora.sandbox import FaultConfig
@@ -134,7 +133,7 @@ def test_preview_then_map_ids_agree_row_by_row(
     case: tuple[dict[str, str | None], pd.DataFrame, bool],
 ) -> None:
     accounts, df, overwrite = case
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 3)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 3)
     sb.reset()
     for domain, held in accounts.items():
         sb.add_recotap_account(domain=domain, name=domain, external_id=held)

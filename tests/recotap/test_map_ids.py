@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 import recocora.recotap.accessor  # noqa: F401  (registers df.recotap)
 from recocora._transport import RetryPolicy
 from recocora.errors import AuthError, ServerError, ValidationError
-from recocora.recotap import _mapping as mapping
 from recocora.recotap._client import RecotapClient
 from recocora.recotap._mapping import RESULT_COLUMNS, STATUSES, map_ids
 from recocora.sandbox import FaultConfig
@@ -68,7 +67,7 @@ def test_a_shrunk_limit_is_what_every_request_respects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The sandbox refuses more than 7 mappings too: any request over the limit would be a 400.
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 7)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 7)
     monkeypatch.setattr(sb.app.recotap, "MAX_MAPPINGS", 7)
     domains = accounts(50)
     res = map_ids(crm(domains), client=client, progress=False)
@@ -136,7 +135,7 @@ def test_duplicates_do_not_depend_on_chunk_boundaries(
     sb: Sandbox, client_for: Callable[..., RecotapClient],
     accounts: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch, size: int,
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", size)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", size)
     domains = accounts(3)
     rows = [domains[0], domains[1], domains[0], domains[2], domains[1], domains[0]]
     res = map_ids(crm(rows), client=client_for(max_concurrency=3), progress=False)
@@ -339,7 +338,7 @@ def test_429_and_5xx_under_concurrency_leave_every_outcome_unchanged(
     sb: Sandbox, client_for: Callable[..., RecotapClient],
     monkeypatch: pytest.MonkeyPatch, overwrite: bool,
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 20)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 20)
     calm = client_for(max_concurrency=4)
     expected = _outcome(sb, calm, _fault_scene(sb), overwrite)
 
@@ -360,7 +359,7 @@ def test_rate_limited_server_is_waited_for(
     sb: Sandbox, client_for: Callable[..., RecotapClient],
     accounts: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 10)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 10)
     domains = accounts(40)
     sb.set_recotap_rps(2)
     res = crm(domains).recotap.map_ids(client=client_for(max_concurrency=4), progress=False)
@@ -436,7 +435,7 @@ def test_auth_error_carries_the_partial_result(
 def test_failure_mid_run_keeps_acknowledged_rows(
     sb: Sandbox, accounts: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 10)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 10)
     domains = accounts(50)
     c = RecotapClient(sb.recotap_key, sb.recotap_base_url, max_concurrency=1,
                       retry=RetryPolicy(backoff_base=0.01, max_attempts=2))
@@ -461,7 +460,7 @@ def test_failure_mid_run_keeps_acknowledged_rows(
 def test_failure_under_concurrency_matches_the_server(
     sb: Sandbox, accounts: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", 5)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 5)
     domains = accounts(60)
     c = RecotapClient(sb.recotap_key, sb.recotap_base_url, max_concurrency=4,
                       retry=RetryPolicy(backoff_base=0.01, max_attempts=2))
@@ -518,7 +517,7 @@ def test_every_row_gets_one_status_and_the_server_agrees(
     rows: list[tuple[str, Any]], held: list[str | None], overwrite: bool, size: int,
 ) -> None:
     sb.reset()
-    monkeypatch.setattr(mapping, "MAX_MAPPINGS", size)
+    monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", size)
     before: dict[str, str | None] = {}
     for domain, external_id in zip(_POOL, held, strict=True):
         account = sb.add_recotap_account(domain=domain, name=domain, external_id=external_id)

@@ -7,14 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recocora import CoraClient
-from recocora._display import (
-    STATUS_COLOURS,
-    ResultFrame,
-    as_result,
-    status_counts,
-    summary_html,
-    summary_text,
-)
+from recocora._display import STATUS_COLOURS, ResultFrame, as_result, summary_html
+from recocora._report import status_counts
 
 from .conftest import accounts
 
@@ -78,16 +72,6 @@ def test_frames_without_a_status_column_show_as_pandas_does() -> None:
     assert res._repr_html_() == pd.DataFrame({"x": [1, 2]})._repr_html_()  # type: ignore[operator]
     sliced = as_result(cora_result())[["cora_batch"]]
     assert "Cora" not in repr(sliced)
-
-
-def test_titles_follow_the_run() -> None:
-    frame = cora_result()
-    frame.attrs["dry_run"] = True
-    assert summary_text(frame).startswith("Cora dry run:")
-    frame.attrs["preview"] = "local"
-    assert summary_text(frame).startswith("Cora preview (local):")
-    rtp = pd.DataFrame({"recotap_status": ["mapped", "superseded", "mapped"]})
-    assert summary_text(rtp) == "Recotap map_ids: 2 mapped, 1 superseded (3 rows)"
 
 
 def test_unknown_statuses_are_escaped_and_listed_last() -> None:
