@@ -110,8 +110,11 @@ def results_for_command_line(result: pd.DataFrame, column: str) -> pd.DataFrame:
     if column not in result.columns:
         return result
     out: pd.DataFrame = result.copy()
-    out[column] = [
-        m if not isinstance(m, str) else for_command_line(m) for m in out[column].tolist()
-    ]
+    messages = out[column].astype(object)
+    # Rows share a few messages: each distinct one is rewritten once.
+    said = {m: for_command_line(m) for m in messages.dropna().unique() if isinstance(m, str)}
+    if said:
+        rewritten = messages.map(said)
+        out[column] = rewritten.where(rewritten.notna(), messages)
     out.attrs = dict(result.attrs)
     return out
