@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +22,8 @@ import orjson
 import pandas as pd
 
 from ._report import one_line
+from .cora._schema import field_kind, normalize_phone
+from .errors import ConfigError
 
 __all__ = [
     "UsageError",
@@ -29,6 +31,7 @@ __all__ = [
     "emit",
     "file_format",
     "read_column_map",
+    "read_cora_file",
     "read_frame",
     "save_results",
     "write_frame",
@@ -138,6 +141,51 @@ def read_frame(path: str, text: Callable[[str], bool] = lambda column: True) -> 
         )
     except (OSError, ValueError, ImportError) as exc:
         raise UsageError(f"cannot read {path}: {one_line(exc)}") from None
+    return frame
+
+
+def read_cora_file(
+    path: str,
+    columns: Mapping[str, str] | None = None,
+    *,
+    drop: Sequence[str] = (),
+    phone_region: str | None = None,
+) -> pd.DataFrame:
+    """The accounts file of ``recocora cora upsert``, shaped as its flags say.
+
+    CSV cells are read as text except in number fields (``currentBalance``), after the
+    ``columns`` renaming; ``drop`` (``--drop-columns``) leaves columns out; ``phone_region``
+    (``--phone-region``) converts the phone column's national numbers to E.164 and leaves
+    what it cannot read for validation to report.
+
+    >>> read_cora_file("export.csv", drop=["updatedAt"], phone_region="US")  # doctest: +SKIP
+    """
+
+    def text(column: str) -> bool:
+        return field_kind((columns or {}).get(column, column)) != "number"
+
+    frame = read_frame(path, text)
+    absent = [c for c in drop if c not in frame.columns]
+    if absent:
+        raise UsageError(
+            f"--drop-columns names {', '.join(map(repr, absent))}, which {path} does not "
+            f"have; its columns are {', '.join(map(str, frame.columns[:30]))}"
+        )
+    if drop:
+        frame = frame.drop(columns=list(drop))
+    if phone_region:
+        source = next((c for c, f in (columns or {}).items() if f == "phoneNumber"),
+                      "phoneNumber")
+        if source not in frame.columns:
+            raise UsageError(f"--phone-region converts the {source!r} column, which {path} "
+                             "does not have")
+        try:
+            phones = normalize_phone(frame[source], region=phone_region, errors="keep")
+        except ConfigError:
+            raise UsageError(f"--phone-region {phone_region}: not a country code phone "
+                             "numbers are known by; use an ISO 3166 code such as US or GB"
+                             ) from None
+        frame = frame.assign(**{source: phones})
     return frame
 
 

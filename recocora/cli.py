@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -23,6 +23,7 @@ from ._io import (
     check_writable,
     emit,
     read_column_map,
+    read_cora_file,
     read_frame,
     save_results,
     write_frame,
@@ -30,7 +31,6 @@ from ._io import (
 from ._report import cora_summary, has_problems, one_line, recotap_summary
 from ._validation import failure_message
 from .cora._client import CoraClient
-from .cora._schema import field_kind, normalize_phone
 from .cora.accessor import CoraAccessor
 from .errors import ConfigError, RecocoraError, RunInterrupted, TooManyFailedError, ValidationError
 from .recotap._client import RecotapClient
@@ -252,14 +252,6 @@ def _journal_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"journal": args.journal, "force": args.force, "max_failed": args.max_failed}
 
 
-def _cora_text_column(columns: Mapping[str, str] | None) -> Callable[[str], bool]:
-    def text(column: str) -> bool:
-        field = (columns or {}).get(column, column)
-        return field_kind(field) != "number"
-
-    return text
-
-
 def _listed(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names):
@@ -267,40 +259,13 @@ def _listed(text: str) -> list[str]:
     return names
 
 
-def _shape_cora_frame(frame: pd.DataFrame, args: argparse.Namespace,
-                      columns: Mapping[str, str] | None) -> pd.DataFrame:
-    """``--drop-columns`` and ``--phone-region``: the fixes a user would make in pandas."""
-    if args.drop_columns:
-        absent = [c for c in args.drop_columns if c not in frame.columns]
-        if absent:
-            raise UsageError(
-                f"--drop-columns names {', '.join(map(repr, absent))}, which {args.file} does "
-                f"not have; its columns are {', '.join(map(str, frame.columns[:30]))}"
-            )
-        frame = frame.drop(columns=args.drop_columns)
-    if args.phone_region:
-        source = next((c for c, f in (columns or {}).items() if f == "phoneNumber"),
-                      "phoneNumber")
-        if source not in frame.columns:
-            raise UsageError(f"--phone-region converts the {source!r} column, which "
-                             f"{args.file} does not have")
-        frame = frame.copy()
-        try:
-            frame[source] = normalize_phone(frame[source], region=args.phone_region,
-                                            errors="keep")
-        except ConfigError:
-            raise UsageError(f"--phone-region {args.phone_region}: not a country code phone "
-                             "numbers are known by; use an ISO 3166 code such as US or GB"
-                             ) from None
-    return frame
-
-
 def _run_cora_upsert(args: argparse.Namespace) -> int:
     out = sys.stdout if args.out != "-" else sys.stderr
     columns = read_column_map(args.columns)
     _check_journal_use(args)
     _check_outputs(args)
-    frame = _shape_cora_frame(read_frame(args.file, _cora_text_column(columns)), args, columns)
+    frame = read_cora_file(args.file, columns, drop=args.drop_columns,
+                           phone_region=args.phone_region)
     client = CoraClient(min_interval=args.min_interval)
     verb = "preview (local)" if args.diff else "dry run" if args.dry_run else "upsert"
     print(f"Cora {verb}: {len(frame):,} rows from {args.file} -> {client.base_url} "
