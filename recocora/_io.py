@@ -165,6 +165,12 @@ def read_cora_file(
         return field_kind((columns or {}).get(column, column)) != "number"
 
     frame = read_frame(path, text)
+    renamed = [c for c in (columns or {}) if c not in frame.columns]
+    if renamed:
+        raise UsageError(
+            f"--columns renames {', '.join(map(repr, renamed))}, which {path} does not have; "
+            f"its columns are {', '.join(map(str, frame.columns[:30]))}"
+        )
     absent = [c for c in drop if c not in frame.columns]
     if absent:
         raise UsageError(

@@ -18,6 +18,7 @@ from recocora._io import (
     check_writable,
     file_format,
     read_column_map,
+    read_cora_file,
     read_frame,
     write_frame,
 )
@@ -86,3 +87,30 @@ def test_a_column_map_must_be_one_object_of_names(tmp_path: Path) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(io).failed == 0
+
+
+def test_the_accounts_file_is_read_as_the_cora_flags_say(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text(
+        "File #,Tel,currentBalance,updatedAt,address.zip\n"
+        "007,(512) 555-0142,12.5,2025-01-31,02134\n"
+        "008,ask front desk,,2025-01-31,\n",
+        encoding="utf-8",
+    )
+    columns = {"File #": "externalId", "Tel": "phoneNumber"}
+    frame = read_cora_file(str(source), columns, drop=["updatedAt"], phone_region="US")
+    assert frame.columns.tolist() == ["File #", "Tel", "currentBalance", "address.zip"]
+    assert frame["File #"].tolist() == ["007", "008"]  # text keeps its leading zeros
+    assert frame["address.zip"].tolist()[0] == "02134"
+    assert frame["currentBalance"].tolist()[0] == 12.5  # a number field stays a number
+    assert frame["Tel"].tolist() == ["+15125550142", "ask front desk"]  # left for validation
+    for kwargs, says in (
+        ({"drop": ["nope"]}, "--drop-columns names 'nope'"),
+        ({"phone_region": "US"}, "--phone-region converts the 'phoneNumber' column"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            read_cora_file(str(source), None, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--phone-region XX"):
+        read_cora_file(str(source), columns, phone_region="XX")
+    with pytest.raises(UsageError, match="--columns renames 'Phone'"):
+        read_cora_file(str(source), {"Phone": "phoneNumber"})
