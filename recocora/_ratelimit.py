@@ -111,6 +111,21 @@ class SpacingLimiter:
     0.0
     """
 
+    #: Room left beyond the interval after each request. The server stamps a request some
+    #: time after we let it go, and that delay varies: the network's jitter, and wherever the
+    #: server stamps its window (on arrival, after reading the body, after auth, on another
+    #: node). Tens of milliseconds on a real network, so an absolute figure, not a share of
+    #: the interval: 75 ms is 0.4% of Cora's 20 s.
+    ROOM = 0.075
+    #: Under a one-second interval (sandboxes, tests) the room is at most this share of it.
+    ROOM_SHARE = 0.08
+    #: A 429 proves the room too small for this server: the learned extra starts at half the
+    #: room and doubles with each further 429, up to this share of the interval + 20 ms.
+    LEARN_CAP_SHARE = 0.05
+    #: Each request answered without a 429 takes this share off the learned extra, so the
+    #: room converges back on what the server needs instead of staying wide for good.
+    DECAY = 0.05
+
     def __init__(
         self,
         interval: float,
@@ -142,14 +157,26 @@ class SpacingLimiter:
         where = f", shared={str(self._file.path)!r}" if self._file is not None else ""
         return f"SpacingLimiter(interval={self.interval:g}{where})"
 
+    def base_room(self) -> float:
+        """The room every gap leaves beyond the interval before any 429 (:attr:`ROOM`)."""
+        return min(self.ROOM, self.interval * self.ROOM_SHARE)
+
     def margin(self) -> float:
-        """Slack added to each gap: the server stamps a request when it arrives, a little
-        after we let it go, and that delay varies from one request to the next. 0.1% of the
-        interval + 2 ms (22 ms at Cora's 20 s) covers the jitter of a steady connection;
-        every 429 this limiter runs into widens it (see :meth:`defer`)."""
+        """Slack added to each gap: :meth:`base_room` plus what 429s taught this limiter
+        (see :meth:`defer` and :meth:`settled`)."""
         if not self.interval:
             return 0.0
-        return self.interval * 0.001 + 0.002 + self._learned
+        return self.base_room() + self._learned
+
+    def expected_gap(self) -> float:
+        """Seconds between two requests' bookings as things stand: the interval, the room,
+        and the extra room while another process shares the key. What an ETA counts on."""
+        if not self.interval:
+            return 0.0
+        gap = self.interval + self.margin()
+        if self._sharing(self._clock()):
+            gap += self._foreign_extra()
+        return gap
 
     def _cold_extra(self) -> float:
         """More room after the first request of a new client: it opens the connection (TCP,
@@ -267,23 +294,35 @@ class SpacingLimiter:
 
     def defer(self, seconds: float) -> None:
         """Make the next slot at least ``seconds`` from now (after a 429), and widen the
-        margin: a 429 on a request this limiter let go means the jitter between booking and
-        arrival is larger here than the margin allowed for. The extra doubles with each
-        429, up to 2% of the interval + 20 ms, and stays for the limiter's lifetime.
+        margin: a 429 on a request this limiter let go means the delay between booking and
+        the server's stamp is larger here than the room allowed for. The learned extra
+        starts at half the base room and doubles with each 429, up to
+        :attr:`LEARN_CAP_SHARE` of the interval + 20 ms; clean requests wear it down again
+        (:meth:`settled`).
 
         >>> lim = SpacingLimiter(20.0)
         >>> lim.defer(1.0)
         >>> round(lim.margin(), 3)
-        0.067
+        0.09
         """
         with self._schedule() as fd:
             now = self._clock()
             if self.interval > 0:
-                first = self.interval * 0.002 + 0.005
-                self._learned = min(max(2 * self._learned, first), self.interval * 0.02 + 0.02)
+                first = max(self.base_room() / 2, 0.005)
+                cap = self.interval * self.LEARN_CAP_SHARE + 0.02
+                self._learned = min(max(2 * self._learned, first), cap)
             self._next = max(self._shared_next(fd, now), now + seconds)
             if fd is not None:
                 _SlotFile.write(fd, self._next)
+
+
+    def settled(self) -> None:
+        """A request this limiter let go was answered without a 429: the learned extra
+        shrinks by :attr:`DECAY` (under a millisecond it is dropped)."""
+        with self._lock:
+            self._learned *= 1.0 - self.DECAY
+            if self._learned < 0.001:
+                self._learned = 0.0
 
 
 _registry: dict[tuple[str, str], SpacingLimiter] = {}

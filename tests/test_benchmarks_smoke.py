@@ -11,7 +11,7 @@ from tests.benchmarks.__main__ import main
 # One line per measure, in this order, each naming its size.
 MEASURE_LINES = (
     "validate + serialise 2,000 rows",
-    "3 chunks, 0.1 s window, 20 ms latency",
+    "4 requests, 0.3 s window, 10 ms jitter after the body",
     "300 Recotap mappings, 10 ms latency",
     "peak memory sending 5,000 rows (sandbox, window 0, dry run)",
     "re-sync 2,000 rows, 1% changed, journal",

@@ -52,8 +52,12 @@ class _CoraTransport(Transport):
         return signed_headers(self.key, method, path_url, body, time.time() + self.clock_offset)
 
     def rate_limit_wait(self, retry_after: float | None, attempt: int) -> float:
-        # Without Retry-After the only safe wait is the whole window.
-        return retry_after if retry_after is not None else max(self.window, 1.0)
+        # A whole window at least: a server may restart its window on the refused request,
+        # and a Retry-After may be stale or missing. 429s are rare enough (the limiter's
+        # room keeps them away) that the safe wait costs little.
+        if retry_after is None:
+            return max(self.window, 1.0)
+        return max(retry_after, self.window)
 
     def retry_once_after(self, reply: Reply) -> bool:
         if _code(reply) != SKEW:
@@ -173,6 +177,7 @@ class CoraClient:
             before_attempt=self.limiter.acquire, on_rate_limited=self.limiter.defer,
             on_connection_lost=self.limiter.new_connection,
         )
+        self.limiter.settled()
         if not isinstance(reply.data, dict) or not isinstance(reply.data.get("results"), list):
             raise ApiError(
                 "Cora answered the bulk upsert without a results list; the rows' outcome is "

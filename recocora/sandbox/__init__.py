@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+from ._cora import RateWindow
 from ._faults import FaultConfig
 from ._server import RequestRecord, Sandbox
 
-__all__ = ["FaultConfig", "RequestRecord", "Sandbox"]
+__all__ = ["FaultConfig", "RateWindow", "RequestRecord", "Sandbox"]
 
 for _name in __all__:
     globals()[_name].__module__ = __name__

@@ -7,22 +7,25 @@ the README's sandbox section); the client must tolerate it, never depend on it.
 from __future__ import annotations
 
 import copy
+import email.utils
 import hashlib
 import hmac
 import math
 import random
 import re
 import threading
+import time
 import uuid
+from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import orjson
 
 from ._core import Clock, Request, Response, Store, json_response
 
-__all__ = ["CoraApi"]
+__all__ = ["CoraApi", "RateWindow"]
 
 MAX_BULK = 500
 MAX_GET_IDS = 200
@@ -45,6 +48,49 @@ BULK_ONLY = frozenset({"portfolioId", "bucket"})
 E164 = re.compile(r"\+[1-9][0-9]{0,14}")
 NUMERIC = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
 _MISSING: Any = object()
+
+
+Stamp = Literal["arrival", "body", "processed"]
+RetryAfterStyle = Literal["seconds", "date", "none", "stale"]
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """How the sandbox enforces Cora's bulk rate window: one request per ``seconds`` per key.
+
+    The docs say only "1 request every 20 seconds"; a real gateway may stamp a request at any
+    point of its life, on another node, and answer a refusal in several ways. Each of those
+    is a setting here, so the client's pacing is tested against all of them:
+
+    - ``stamp``: the instant a request counts from: ``arrival`` (the request line came in),
+      ``body`` (its body was read), ``processed`` (its rows were written; the refusal check
+      is made when the handler starts, the stamp when it ends).
+    - ``jitter``: seconds, a uniform random delay added to each stamp (another node's clock,
+      a queue), from a generator seeded with ``seed``.
+    - ``restart_on_refusal``: a refused request restarts the window too.
+    - ``retry_after``: the 429's header: ``seconds`` (whole seconds, rounded up), ``date``
+      (an HTTP date), ``none`` (no header) or ``stale`` (one second less than the truth).
+
+    >>> RateWindow(1.0, stamp="body", jitter=0.04).stamp
+    'body'
+    """
+
+    seconds: float = 20.0
+    stamp: Stamp = "arrival"
+    jitter: float = 0.0
+    restart_on_refusal: bool = False
+    retry_after: RetryAfterStyle = "seconds"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stamp not in ("arrival", "body", "processed"):
+            raise ValueError(f"stamp must be arrival, body or processed, got {self.stamp!r}")
+        if self.retry_after not in ("seconds", "date", "none", "stale"):
+            raise ValueError(
+                f"retry_after must be seconds, date, none or stale, got {self.retry_after!r}"
+            )
+        if self.seconds < 0 or self.jitter < 0:
+            raise ValueError("the window and its jitter are seconds >= 0")
 
 
 class RowError(Exception):
@@ -237,12 +283,14 @@ def _strip_nulls(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class CoraApi:
-    """Routes under ``/external-api``. ``window`` is the bulk rate window in seconds."""
+    """Routes under ``/external-api``. ``rate`` is the bulk rate window (:class:`RateWindow`;
+    ``window`` its length in seconds)."""
 
-    def __init__(self, store: Store, clock: Clock, window: float = 20.0) -> None:
-        self.store, self.clock, self.window = store, clock, window
+    def __init__(self, store: Store, clock: Clock, window: float | RateWindow = 20.0) -> None:
+        self.store, self.clock = store, clock
         self._rate_lock = threading.Lock()
         self._last_bulk: dict[str, float] = {}
+        self.rate = window if isinstance(window, RateWindow) else RateWindow(window)
         store.script(
             """
                 CREATE TABLE IF NOT EXISTS cora_orgs (org TEXT PRIMARY KEY);
@@ -277,9 +325,28 @@ class CoraApi:
             db.execute("DELETE FROM cora_orgs")
         self.reset_rate()
 
+    @property
+    def window(self) -> float:
+        return self.rate.seconds
+
+    @window.setter
+    def window(self, seconds: float) -> None:
+        self.rate = replace(self.rate, seconds=seconds)
+
+    @property
+    def rate(self) -> RateWindow:
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: RateWindow) -> None:
+        with self._rate_lock:
+            self._rate = rate
+            self._jitter = random.Random(rate.seed)
+
     def reset_rate(self) -> None:
         with self._rate_lock:
             self._last_bulk.clear()
+            self._jitter = random.Random(self._rate.seed)
 
     def accounts(self, org: str | None = None) -> list[dict[str, Any]]:
         with self.store.read() as db:
@@ -458,24 +525,63 @@ class CoraApi:
                 )
         return found[1], key_id  # type: ignore[return-value]
 
-    def rate_limited(self, retry_after: int | None) -> Response:
-        """A 429; ``retry_after=None`` leaves the ``Retry-After`` header out."""
+    def rate_limited(self, remaining: float | None) -> Response:
+        """A 429 for a request ``remaining`` seconds early, its ``Retry-After`` written as
+        :attr:`rate` says (``remaining=None``: no header at all)."""
+        style = self.rate.retry_after
+        headers: dict[str, Any] = {}
+        if remaining is not None and style != "none":
+            whole = max(1, math.ceil(remaining))
+            if style == "seconds":
+                headers["Retry-After"] = whole
+            elif style == "stale":
+                headers["Retry-After"] = whole - 1
+            else:
+                headers["Retry-After"] = email.utils.formatdate(
+                    math.ceil(self.clock.now() + remaining), usegmt=True
+                )
         return error(
             429, "RATE_LIMITED",
-            f"Rate limit exceeded: one bulk request every {self.window:g} seconds per API key"
-            + ("" if retry_after is None else f"; retry in {retry_after} s"),
-            headers={} if retry_after is None else {"Retry-After": retry_after},
+            f"Rate limit exceeded: one bulk request every {self.window:g} seconds per API key",
+            headers=headers,
         )
 
-    def _take_slot(self, key_id: str, now: float) -> Response | None:
-        if self.window <= 0:
+    def _stamp(self, at: float) -> float:
+        """``at`` plus this window's jitter (call under ``_rate_lock``)."""
+        return at + (self._jitter.uniform(0.0, self.rate.jitter) if self.rate.jitter else 0.0)
+
+    def _take_slot(self, key_id: str, req: Request) -> Response | None:
+        """Refuse the request if it comes inside the window, else stamp it (unless it is
+        stamped once processed: :meth:`_stamp_processed`)."""
+        rate = self.rate
+        if rate.seconds <= 0:
             return None
+        if rate.stamp == "arrival":
+            at = req.arrived
+        elif rate.stamp == "body":
+            at = req.body_read if req.body_read is not None else req.arrived
+        else:
+            at = time.monotonic()
         with self._rate_lock:
+            now = self._stamp(at)
             last = self._last_bulk.get(key_id)
-            if last is not None and now - last < self.window:
-                return self.rate_limited(max(1, math.ceil(self.window - (now - last))))
-            self._last_bulk[key_id] = now
+            if last is not None and now - last < rate.seconds:
+                if last == math.inf:  # another request of this key is being processed
+                    return self.rate_limited(rate.seconds)
+                if rate.restart_on_refusal:
+                    self._last_bulk[key_id] = now
+                return self.rate_limited(rate.seconds - (now - last))
+            if rate.stamp != "processed":
+                self._last_bulk[key_id] = now
+            else:
+                # Hold the slot while processing; the stamp moves to the end of it.
+                self._last_bulk[key_id] = math.inf
         return None
+
+    def _stamp_processed(self, key_id: str) -> None:
+        if self.rate.seconds > 0 and self.rate.stamp == "processed":
+            with self._rate_lock:
+                self._last_bulk[key_id] = self._stamp(time.monotonic())
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -510,9 +616,15 @@ class CoraApi:
         if isinstance(auth, Response):
             return auth
         org, key_id = auth
-        limited = self._take_slot(key_id, req.arrived)
+        limited = self._take_slot(key_id, req)
         if limited is not None:
             return limited
+        try:
+            return self._upsert_rows(req, org)
+        finally:
+            self._stamp_processed(key_id)
+
+    def _upsert_rows(self, req: Request, org: str) -> Response:
         body = self._json_body(req)
         if not isinstance(body, dict) or not isinstance(body.get("accounts"), list):
             return error(

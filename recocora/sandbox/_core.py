@@ -32,7 +32,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # keys lower-cased
     body: bytes
-    arrived: float = field(default_factory=time.monotonic)  # rate windows count from here
+    arrived: float = field(default_factory=time.monotonic)  # the request line came in
+    body_read: float | None = None  # the body was read (``None``: as it arrived)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from ._cora import CoraApi
+from ._cora import CoraApi, RateWindow
 from ._cora import error as cora_error
 from ._core import Clock, Request, Response, Store, json_response
 from ._faults import FaultConfig, FaultDecision, FaultInjector
@@ -60,7 +60,7 @@ class SandboxServer(ThreadingHTTPServer):
 class SandboxApp:
     """Routing, faults and bookkeeping, independent of the socket layer."""
 
-    def __init__(self, store: Store, prefix: str = "", cora_window: float = 20.0,
+    def __init__(self, store: Store, prefix: str = "", cora_window: float | RateWindow = 20.0,
                  recotap_rps: float | None = None, faults: FaultConfig | None = None) -> None:
         self.store = store
         self.prefix = prefix.rstrip("/")
@@ -169,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
+        body_read = time.monotonic()
         if decision.kind == "drop":
             time.sleep(decision.delay)
             record(None)
@@ -180,7 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
             req = Request(self.command, split.path, self.path,
-                          parse_qs(split.query, keep_blank_values=True), headers, body, arrived)
+                          parse_qs(split.query, keep_blank_values=True), headers, body, arrived,
+                          body_read)
             try:
                 resp = app.route(req, api, subpath)
             except Exception as exc:  # a sandbox bug must still answer, never hang
@@ -240,7 +242,7 @@ class Sandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: SeedName = "none",
-        cora_window: float = 20.0,
+        cora_window: float | RateWindow = 20.0,
         recotap_rps: float | None = None,
         faults: FaultConfig | None = None,
         db: str | None = None,
@@ -254,7 +256,9 @@ class Sandbox:
         self.cora_key = cora_key or f"cora_org_sandbox.{secrets.token_hex(16)}"
         self.recotap_key = recotap_key or f"rtp_sandbox_{secrets.token_hex(12)}"
         self.cora_org, self.recotap_org = cora_org, recotap_org
-        self._initial_window = cora_window
+        self._initial_rate = (
+            cora_window if isinstance(cora_window, RateWindow) else RateWindow(cora_window)
+        )
         self._initial_rps = recotap_rps
         self.store = Store(db)
         self.app = SandboxApp(self.store, prefix, cora_window, recotap_rps, faults)
@@ -353,7 +357,7 @@ class Sandbox:
         """Fresh state: accounts re-seeded, rate windows, faults, clock skew and log cleared."""
         self.app.cora.reset()
         self.app.recotap.reset()
-        self.app.cora.window = self._initial_window
+        self.app.cora.rate = self._initial_rate
         self.app.recotap.rps = self._initial_rps
         self.app.set_faults(FaultConfig())
         self.app.log.clear()
@@ -375,9 +379,19 @@ class Sandbox:
     def set_clock_skew(self, seconds: float) -> None:
         self.app.clock.skew = seconds
 
-    def set_cora_window(self, seconds: float) -> None:
-        self.app.cora.window = seconds
+    def set_cora_window(self, window: float | RateWindow) -> None:
+        """A new bulk rate window: seconds (the stamping and answers kept as they are), or a
+        whole :class:`RateWindow` (where the window is stamped, its jitter, its 429s)."""
+        if isinstance(window, RateWindow):
+            self.app.cora.rate = window
+        else:
+            self.app.cora.window = window
         self.app.cora.reset_rate()
+
+    @property
+    def cora_rate(self) -> RateWindow:
+        """The Cora bulk rate window in force."""
+        return self.app.cora.rate
 
     def set_recotap_rps(self, rps: float | None) -> None:
         self.app.recotap.rps = rps

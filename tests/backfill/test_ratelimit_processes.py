@@ -43,7 +43,7 @@ def test_limiters_on_one_file_book_from_one_schedule(tmp_path: Path) -> None:
     a = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
     b = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
     m = a.margin()
-    assert m == pytest.approx(0.022)  # 0.1% of the interval + 2 ms
+    assert m == pytest.approx(SpacingLimiter.ROOM)  # an absolute room, not a share of 20 s
     cold = 20.0 + m + 0.25  # a limiter's first request opens a connection: more room after it
     foreign = 20.0 * 0.005 + 0.005  # and a slot another process booked gets more room too
     assert a.acquire() == 0.0
@@ -72,7 +72,7 @@ def test_a_limiter_alone_books_warm_gaps_of_interval_plus_margin(tmp_path: Path)
     lim = SpacingLimiter(0.5, clock=t.clock, sleep=t.sleep, shared=tmp_path / "k.slot")
     lim.acquire()
     waits = [lim.acquire() for _ in range(5)]
-    m = 0.5 * 0.001 + 0.002
+    m = 0.5 * SpacingLimiter.ROOM_SHARE  # under a second the room is a share of the window
     assert waits[0] == pytest.approx(0.5 + m + 0.01)  # after the cold first request
     assert waits[1:] == pytest.approx([0.5 + m] * 4)
 
@@ -81,20 +81,41 @@ def test_each_429_widens_the_margin_up_to_a_cap() -> None:
     t = FakeTime()
     lim = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep)
     base = lim.margin()
+    assert base == pytest.approx(SpacingLimiter.ROOM)
     widened = []
     for _ in range(12):
         lim.defer(1.0)
         widened.append(lim.margin() - base)
-    assert widened[0] == pytest.approx(20.0 * 0.002 + 0.005)
+    assert widened[0] == pytest.approx(SpacingLimiter.ROOM / 2)
     assert widened[1] == pytest.approx(2 * widened[0])
     assert widened == sorted(widened)
-    assert widened[-1] == pytest.approx(20.0 * 0.02 + 0.02)  # capped
+    assert widened[-1] == pytest.approx(20.0 * SpacingLimiter.LEARN_CAP_SHARE + 0.02)  # capped
     lim.acquire()
     assert lim.wait_time() == pytest.approx(20.0 + lim.margin() + 0.25)
+    assert lim.expected_gap() == pytest.approx(20.0 + lim.margin())
     zero = SpacingLimiter(0.0, clock=t.clock, sleep=t.sleep)
     zero.defer(1.0)
     assert zero.margin() == 0.0  # a limiter without an interval never spaces requests
     assert zero.acquire() == pytest.approx(1.0)  # but still honours a Retry-After
+    assert zero.expected_gap() == 0.0
+
+
+def test_clean_requests_wear_the_learned_room_down_to_the_base_and_no_further() -> None:
+    t = FakeTime()
+    lim = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep)
+    base = lim.margin()
+    lim.defer(1.0)
+    lim.defer(1.0)
+    widest = lim.margin()
+    seen = [widest]
+    for _ in range(200):
+        lim.settled()
+        seen.append(lim.margin())
+    assert seen == sorted(seen, reverse=True)  # it only shrinks while nothing is refused
+    assert seen[20] > base  # slowly: twenty clean requests later it is still wider
+    assert seen[-1] == pytest.approx(base)  # and in the end exactly the base room
+    lim.defer(1.0)  # a new 429 widens it again from the start
+    assert lim.margin() == pytest.approx(base + SpacingLimiter.ROOM / 2)
 
 
 def test_a_wait_starts_with_a_full_collection_unless_collection_is_off() -> None:
