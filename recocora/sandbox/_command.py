@@ -16,6 +16,7 @@ from types import FrameType
 
 from .._io import UsageError, check_writable
 from .._report import one_line
+from ._cora import RateWindow
 from ._faults import FaultConfig
 from ._server import Sandbox
 
@@ -45,6 +46,18 @@ def add_sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                         "printed)")
     p.add_argument("--cora-window", type=float, default=20.0,
                    help="seconds between bulk upserts per key (default 20, 0 = off)")
+    w = p.add_argument_group("Cora's rate window, as a real gateway may keep it")
+    w.add_argument("--window-stamp", choices=["arrival", "body", "processed"],
+                   default="arrival",
+                   help="when a bulk request starts the window: on arrival (default), once "
+                        "its body is read, or once it is processed")
+    w.add_argument("--window-jitter", type=float, default=0.0, metavar="SECONDS",
+                   help="a random delay of up to SECONDS added to each stamp (default 0)")
+    w.add_argument("--window-restart", action="store_true",
+                   help="a refused request restarts the window too")
+    w.add_argument("--retry-after", choices=["seconds", "date", "none", "stale"],
+                   default="seconds",
+                   help="how a 429 says when to come back (default: whole seconds)")
     p.add_argument("--recotap-rps", type=float, default=None,
                    help="Recotap requests per second per key (default: unlimited)")
     p.add_argument("--db", help="SQLite file, so state survives restarts (default: memory)")
@@ -82,8 +95,11 @@ def run_sandbox(args: argparse.Namespace) -> int:
     )
     if args.db is not None:
         check_writable(args.db, "--db", table=False)
+    window = RateWindow(args.cora_window, stamp=args.window_stamp, jitter=args.window_jitter,
+                        restart_on_refusal=args.window_restart, retry_after=args.retry_after,
+                        seed=args.fault_seed)
     sb = Sandbox(
-        host=args.host, port=args.port, seed=args.seed, cora_window=args.cora_window,
+        host=args.host, port=args.port, seed=args.seed, cora_window=window,
         recotap_rps=args.recotap_rps, faults=faults, db=args.db, cora_key=args.cora_key,
         recotap_key=args.recotap_key, prefix=args.prefix,
     )
@@ -104,7 +120,9 @@ def run_sandbox(args: argparse.Namespace) -> int:
     if args.cora_key is None or args.recotap_key is None:
         print("  The keys are new on every start (the data of --seed demo is not); pass "
               "--cora-key and --recotap-key to keep the same ones.", file=out)
-    print(f"  Cora bulk window {args.cora_window:g} s; seed {args.seed}"
+    stamped = (f", stamped at {window.stamp}" + (f" + up to {window.jitter:g} s" if
+               window.jitter else "") if window.seconds else "")
+    print(f"  Cora bulk window {args.cora_window:g} s{stamped}; seed {args.seed}"
           + (f"; state in {args.db}" if args.db else "; state in memory"), file=out)
     print("Point recocora at it (paste into your shell):", file=out)
     for k, v in sb.env().items():

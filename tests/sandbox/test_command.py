@@ -85,3 +85,12 @@ def test_sandbox_db_in_a_missing_folder_exits_2(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and out == ""
     assert "--db" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_sandbox_keeps_the_rate_window_it_is_told() -> None:
+    lines = _served_lines(_serve(
+        "--port", "0", "--seed", "none", "--cora-window", "20", "--window-stamp", "body",
+        "--window-jitter", "0.04", "--window-restart", "--retry-after", "date",
+        "--cora-key", "cora_org_w.s3cret", "--recotap-key", "rtp_w",
+    ))
+    assert any("window 20 s, stamped at body + up to 0.04 s" in line for line in lines), lines
