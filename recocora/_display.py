@@ -21,7 +21,7 @@ import pandas as pd
 
 from ._report import api_of, facts, status_counts, summary_text, title
 
-__all__ = ["STATUS_COLOURS", "ResultFrame", "as_result", "badges_html", "summary_html"]
+__all__ = ["MUTED", "STATUS_COLOURS", "ResultFrame", "as_result", "badges_html", "summary_html"]
 
 #: Background colour of each status badge; unknown statuses are grey.
 STATUS_COLOURS: dict[str, str] = {
@@ -30,7 +30,7 @@ STATUS_COLOURS: dict[str, str] = {
     "updated": "#0969da",
     "unchanged": "#6e7781",
     "skipped": "#6e7781",
-    "superseded": "#8c959f",
+    "superseded": "#57606a",
     "already_mapped": "#8250df",
     "not_found": "#9a6700",
     "invalid": "#bc4c00",
@@ -38,6 +38,10 @@ STATUS_COLOURS: dict[str, str] = {
     "not_sent": "#57606a",
 }
 _DEFAULT_COLOUR = "#6e7781"
+
+#: Secondary text in the theme's own colour (JupyterLab's variable; the page's colour where a
+#: front end has none), so it reads on light and dark backgrounds alike.
+MUTED = "var(--jp-content-font-color2,inherit)"
 
 
 def badges_html(counts: Mapping[str, int], *, show_zero: bool = False) -> str:
@@ -50,13 +54,19 @@ def badges_html(counts: Mapping[str, int], *, show_zero: bool = False) -> str:
     for status, n in counts.items():
         if not n and not show_zero:
             continue
-        colour = STATUS_COLOURS.get(status, _DEFAULT_COLOUR) if n else "#d0d7de"
-        text_colour = "#ffffff" if n else "#57606a"
+        # A count carries its own pair of colours (white on the status colour), readable on
+        # any theme; a zero is outlined in the theme's own colours.
+        look = (
+            f"background:{STATUS_COLOURS.get(status, _DEFAULT_COLOUR)};color:#ffffff;"
+            "border:1px solid transparent"
+            if n else
+            f"background:transparent;color:{MUTED};border:1px solid "
+            "var(--jp-border-color1,currentColor)"
+        )
         parts.append(
             f'<span class="recocora-badge" data-status="{html.escape(status)}" '
-            f'style="background:{colour};color:{text_colour};border-radius:3px;'
-            f'padding:1px 6px;margin-right:4px;white-space:nowrap">'
-            f"{n:,} {html.escape(status)}</span>"
+            f'style="{look};border-radius:3px;padding:0 6px;margin-right:4px;'
+            f'white-space:nowrap">{n:,} {html.escape(status)}</span>'
         )
     return "".join(parts)
 
@@ -72,7 +82,7 @@ def summary_html(frame: pd.DataFrame) -> str:
         '<div class="recocora-summary" style="margin:0 0 6px 0;line-height:1.8">'
         f"<strong>{html.escape(title(frame))}</strong> &nbsp;"
         f"{badges_html(counts) or '<em>no rows</em>'} "
-        f'<span style="color:#57606a">{html.escape(", ".join(facts(frame)))}</span>'
+        f'<span style="color:{MUTED}">{html.escape(", ".join(facts(frame)))}</span>'
         "</div>"
     )
 

@@ -105,12 +105,15 @@ class Transport:
             {"User-Agent": f"recocora/{__version__}", "Accept": "application/json"}
         )
         self._sleep: Callable[[float], None] = time.sleep
+        #: Set by :meth:`close`; whoever holds the client can tell it was closed.
+        self.closed = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
 
     def close(self) -> None:
         self.session.close()
+        self.closed = True
 
     # -- hooks -----------------------------------------------------------------------------
 

@@ -161,6 +161,11 @@ class CoraClient:
     def close(self) -> None:
         self.transport.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a preview widget refuses to write with it)."""
+        return self.transport.closed
+
     # -- bulk -------------------------------------------------------------------------------
 
     def bulk_upsert_raw(self, body: bytes) -> dict[str, Any]:

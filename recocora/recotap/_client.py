@@ -165,6 +165,11 @@ class RecotapClient:
         """Close the pooled connections."""
         self.transport.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a preview widget refuses to write with it)."""
+        return self.transport.closed
+
     def __enter__(self) -> RecotapClient:
         return self
 

@@ -26,7 +26,8 @@ import ipywidgets as widgets
 import orjson
 import pandas as pd
 
-from .._display import as_result, badges_html, summary_html
+from .._display import MUTED, as_result, badges_html, summary_html
+from .._problem_names import problem_name
 from .._progress import format_duration
 from .._report import STATUS_ORDER, changes_table, status_counts, summary_text
 from ..cora._client import CoraClient
@@ -34,12 +35,14 @@ from ..cora.accessor import CoraAccessor
 from ..errors import ValidationError
 from ..recotap._client import RecotapClient
 from ..recotap.accessor import RecotapAccessor
+from ._apply import changed_rows, closed_text, outcome_text, stale_text
 from ._results import PagedTable, message_html
 
 __all__ = ["STATES", "CoraPreview", "Preview", "RecotapPreview"]
 
-#: What a preview can be doing; ``Preview.state`` holds one of these.
-STATES = ("ready", "blocked", "confirming", "running", "done", "failed")
+#: What a preview can be doing; ``Preview.state`` holds one of these. ``checking``: Apply
+#: works the diff out again before anything is written.
+STATES = ("ready", "blocked", "checking", "confirming", "running", "done", "failed")
 
 _PROBLEM_COLUMNS = ["row", "column", "problem", "value", "message"]
 
@@ -57,7 +60,7 @@ def _accepted(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, 
 
 
 def _problems(failure_cases: pd.DataFrame) -> pd.DataFrame:
-    """Failure cases in the preview's problem-table shape."""
+    """Failure cases in the preview's problem-table shape, each problem named in words."""
     if not len(failure_cases):
         empty: pd.DataFrame = pd.DataFrame(columns=_PROBLEM_COLUMNS, dtype=object)
         return empty
@@ -65,13 +68,27 @@ def _problems(failure_cases: pd.DataFrame) -> pd.DataFrame:
         {
             "row": failure_cases["index"].astype(object).to_numpy(),
             "column": failure_cases["column"].astype(object).to_numpy(),
-            "problem": failure_cases["check"].astype(object).to_numpy(),
+            "problem": failure_cases["check"].map(problem_name).astype(object).to_numpy(),
             "value": failure_cases["value"].astype(object).to_numpy(),
             "message": failure_cases["message"].astype(object).to_numpy(),
         },
         dtype=object,
     )
     return out
+
+
+def _in_row_order(cases: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """Problems in the frame's row order (problems with the whole frame first), so a reader
+    goes down the table as down the frame."""
+    if not len(cases) or not index.is_unique:
+        as_given: pd.DataFrame = cases.reset_index(drop=True)
+        return as_given
+    where = pd.Series(index.get_indexer(pd.Index(cases["row"].tolist(), dtype=object)))
+    # A problem without a row (a whole column) comes first; a label outside the frame last.
+    where = where.where(cases["row"].notna().to_numpy(), -2).replace(-1, len(index))
+    order = where.sort_values(kind="stable").index
+    ordered: pd.DataFrame = cases.iloc[order].reset_index(drop=True)
+    return ordered
 
 
 def _error_text(exc: BaseException) -> str:
@@ -111,7 +128,16 @@ class _Side(Protocol):
 
     api: str
     label: str
+    #: The service, as the header names it ("written to Cora").
+    service: str
+    #: The call that builds this preview, for messages that say what to do.
+    call: str
+    #: The frame's index, so problems are listed in row order.
+    index: pd.Index
     rows: int
+    #: Statuses of rows the server wrote.
+    written: tuple[str, ...]
+    status_column: str
     headline: tuple[str, ...]
     changes_facet: str
     changes_title: str
@@ -134,7 +160,9 @@ class _Side(Protocol):
 
     def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str: ...
 
-    def confirm_text(self, overwrites: int, n_changes: int) -> str: ...
+    def confirm_text(self, overwrites: int, n_changes: int) -> str:
+        """What confirming overwrites, in one sentence."""
+        ...
 
     def watch(self, client: Any, advance: Advance) -> Any: ...
 
@@ -173,6 +201,10 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.overwrites = 0
         self.result: pd.DataFrame | None = None
         self.error: BaseException | None = None
+        #: Why nothing can be applied when it is not an error (a closed client).
+        self._blocked_reason: str | None = None
+        #: Rows the last re-check found changed since the preview (0: it was up to date).
+        self.stale_rows = 0
         self._live: Counter[str] = Counter()
         self._done = 0
 
@@ -185,7 +217,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             tooltip="Run the real call with these settings",
         )
         self.confirm_html = widgets.HTML()
-        self.confirm_button = widgets.Button(description="Confirm overwrite", button_style="danger")
+        self.confirm_button = widgets.Button(description="Confirm", button_style="danger")
         self.cancel_button = widgets.Button(description="Cancel")
         self.confirm_box = widgets.VBox(
             [self.confirm_html, widgets.HBox([self.confirm_button, self.cancel_button])],
@@ -210,22 +242,18 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.problems = PagedTable(
             self.failure_cases, facet="problem", page_size=10, empty="No problems found."
         )
-        self.problems.layout.display = "" if len(self.failure_cases) else "none"
         self.changes = PagedTable(
             side.changes(self.preview_result), facet=side.changes_facet, page_size=15,
             empty="Nothing would change.",
         )
-        changes_title = widgets.HTML(f"<b>{html.escape(side.changes_title)}</b>")
-        if self.preview_result is None:
-            # Nothing is known about what would change: show no empty table that says so.
-            changes_title.layout.display = self.changes.layout.display = "none"
+        self.changes_title = widgets.HTML(f"<b>{html.escape(side.changes_title)}</b>")
         self._render_preview()
         super().__init__(
             [
                 self.title_html,
                 self.validation_html, self.problems,
                 self.counts_html, self.eta_html,
-                changes_title, self.changes,
+                self.changes_title, self.changes,
                 widgets.HBox([self.apply_button]), self.confirm_box,
                 widgets.HBox([self.progress, self.progress_html]),
                 self.message_html, self.result_html,
@@ -241,49 +269,84 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         try:
             if self.client is None:
                 self.client = side.make_client()
+            self._blocked_reason = closed_text(self.client, side.call)
+            if self._blocked_reason is not None:
+                self.state = "blocked"
+                return
             preview = side.diff(self.client, self._progress, self._kwargs)
         except ValidationError as exc:
             self.preview_error = exc
-            self.failure_cases = _problems(exc.failure_cases)
+            self.failure_cases = _in_row_order(_problems(exc.failure_cases), side.index)
             self.state = "blocked"
             return
         except Exception as exc:
             self.preview_error = exc
             self.state = "blocked"
             return
+        self._adopt(preview)
+
+    def _adopt(self, preview: pd.DataFrame) -> None:
+        """Take ``preview`` (a diff of the frame) as what Apply would do."""
+        side = self._side
         self.preview_result = as_result(preview)
+        cases = _problems(pd.DataFrame())
         if status_counts(preview).get("invalid"):
-            self.failure_cases = _problems(side.failure_cases(self._kwargs))
+            cases = _problems(side.failure_cases(self._kwargs))
         failing = side.would_fail(preview)
         if len(failing):
-            self.failure_cases = pd.concat([self.failure_cases, failing], ignore_index=True)
+            cases = pd.concat([cases, failing], ignore_index=True)
+        self.failure_cases = _in_row_order(cases, side.index)
         self.overwrites = side.overwrites(preview, self._kwargs)
 
-    def _render_preview(self) -> None:
+    def _render_header(self) -> None:
         side = self._side
         self.title_html.value = (
             f"<h3 style='margin:4px 0'>{html.escape(side.label)} preview: "
-            f"{_plural(side.rows, 'row')}</h3><div style='color:#57606a'>Worked out from the "
-            "accounts' current state: nothing has been written.</div>"
+            f"{_plural(side.rows, 'row')}</h3><div class='recocora-header' "
+            f"style='color:{MUTED}'>{html.escape(self._header_text())}</div>"
         )
+
+    def _header_text(self) -> str:
+        side = self._side
+        if self.result is not None and self.state in ("done", "failed"):
+            return outcome_text(self.result, side.service, side.written,
+                                done=self.state == "done",
+                                dry_run=bool(self._kwargs.get("dry_run")))
+        if self.stale_rows:
+            return (f"Re-checked before writing: {_plural(self.stale_rows, 'row')} changed "
+                    "since the preview was worked out; the counts below are the new ones. "
+                    "Nothing has been written yet.")
+        return "Worked out from the accounts' current state: nothing has been written yet."
+
+    def _render_preview(self) -> None:
+        side = self._side
+        self._render_header()
         self.validation_html.value = self._validation_block()
+        self.problems.show(self.failure_cases)
+        self.problems.layout.display = "" if len(self.failure_cases) else "none"
         preview = self.preview_result
         if preview is None:
+            # Nothing is known about what would change: show no empty table that says so.
+            self.changes_title.layout.display = self.changes.layout.display = "none"
             # A validation failure already has its report and table above.
             if not (isinstance(self.preview_error, ValidationError) and len(self.failure_cases)):
                 self.message_html.value = message_html(self._blocked_text(), kind="error")
             return
+        self.changes.show(side.changes(preview))
         counts = status_counts(preview)
         shown = {s: counts.get(s, 0) for s in side.headline}
         shown.update({s: k for s, k in counts.items() if s not in shown})
+        what = "What would happen now" if self.stale_rows else "What would happen"
         self.counts_html.value = (
-            "<div style='margin:6px 0'><b>What would happen:</b> "
+            f"<div style='margin:6px 0'><b>{what}:</b> "
             f"{badges_html(shown, show_zero=True)}</div>"
         )
         eta = html.escape(side.eta(self.client, preview, self._kwargs))
         self.eta_html.value = f"<div style='margin:4px 0'>{eta}</div>"
 
     def _blocked_text(self) -> str:
+        if self._blocked_reason is not None:
+            return self._blocked_reason
         exc = self.preview_error
         if isinstance(exc, ValidationError):
             return str(exc)
@@ -305,7 +368,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         verb = "failed validation" if blocked else "would not be written"
         lines = [f"{_plural(rows, 'row')} {verb} ({_plural(len(cases), 'problem')}):"]
         lines += [
-            f"  {problem} in {column}: {k:,}"
+            f"  {column}: {problem} ({_plural(k, 'row')})"
             for (column, problem), k in zip(ranked.index.tolist(), ranked.tolist(), strict=True)
         ]
         if blocked:
@@ -321,23 +384,76 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.confirm_button.disabled = state != "confirming"
         self.cancel_button.disabled = state != "confirming"
         self.confirm_box.layout.display = "" if state == "confirming" else "none"
-        label = {"done": ("Applied", "check"), "running": ("Running…", "spinner")}
+        self.confirm_button.description = "Confirm overwrite" if self.overwrites else "Confirm"
+        label = {"done": ("Applied", "check"), "running": ("Running…", "spinner"),
+                 "checking": ("Checking…", "spinner")}
         self.apply_button.description, self.apply_button.icon = label.get(
             state, ("Apply", "play")
         )
 
     def _on_apply(self, _button: Any = None) -> None:
-        thread = None
         with self._lock:
             if self.state not in ("ready", "failed"):
                 return
-            if self.overwrites and not self._kwargs.get("dry_run"):
+            self.state = "checking"
+            self.error = None
+            thread = threading.Thread(target=self._check, name="recocora-check", daemon=True)
+            self._thread = thread
+        self.message_html.value = ""
+        self.progress_html.value = "Checking the accounts' current state before writing…"
+        self._sync_buttons()
+        thread.start()
+
+    def _check(self) -> None:
+        """Apply's first step: the same diff again, so what is confirmed and sent is what the
+        accounts need now, not what they needed when the preview was shown."""
+        side = self._side
+        closed = closed_text(self.client, side.call)
+        fresh = None
+        if closed is None:
+            try:
+                fresh = side.diff(self.client, False, self._kwargs)
+            # Whatever stops the check, the widget must say so rather than stay "checking".
+            except BaseException as exc:
+                with self._lock:
+                    self.error = exc
+                    self.state = "failed"
+                closed = ("Apply stopped before writing anything: the accounts' current state "
+                          f"could not be read again.\n{_error_text(exc)}")
+        if fresh is None:
+            with self._lock:
+                if self.error is None:  # the client was closed: no retry can help
+                    self._blocked_reason, self.state = closed, "blocked"
+            self.progress_html.value = ""
+            self.message_html.value = message_html(str(closed), kind="error")
+            self._sync_buttons()
+            return
+        assert self.preview_result is not None
+        stale = changed_rows(self.preview_result, fresh, side.status_column, side.changes)
+        before = status_counts(self.preview_result)
+        if stale:
+            self.stale_rows = stale
+            self._adopt(fresh)
+            self._render_preview()
+        with self._lock:
+            ask = bool(stale or (self.overwrites and not self._kwargs.get("dry_run")))
+            if ask:
                 self.state = "confirming"
-                text = self._side.confirm_text(self.overwrites, len(self.changes.frame))
-                self.confirm_html.value = message_html(text, kind="warning")
             else:
-                thread = self._begin()
-        self._launch(thread)
+                self._begin(spawn=False)
+        if not ask:
+            self._launch(None)
+            self._work()
+            return
+        text = []
+        if stale:
+            text.append(stale_text(stale, before, status_counts(self.preview_result)))
+        if self.overwrites and not self._kwargs.get("dry_run"):
+            text.append(side.confirm_text(self.overwrites, len(self.changes.frame)))
+        text.append("Confirm to apply, or Cancel.")
+        self.confirm_html.value = message_html("\n".join(text), kind="warning")
+        self.progress_html.value = ""
+        self._sync_buttons()
 
     def _on_confirm(self, _button: Any = None) -> None:
         thread = None
@@ -354,18 +470,22 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 
     # -- the real run ---------------------------------------------------------------------------
 
-    def _begin(self) -> threading.Thread:
-        """Move to ``running`` (the caller holds the lock, so a double click starts one run)."""
+    def _begin(self, spawn: bool = True) -> threading.Thread | None:
+        """Move to ``running`` (the caller holds the lock, so a double click starts one run);
+        the thread to run it in, unless the caller's own thread runs it (``spawn=False``)."""
         self.state = "running"
         self.error = None
         self._live = Counter()
         self._done = 0
+        if not spawn:
+            return None
         self._thread = threading.Thread(target=self._work, name="recocora-apply", daemon=True)
         return self._thread
 
     def _launch(self, thread: threading.Thread | None) -> None:
-        if thread is not None:
-            assert self.preview_result is not None
+        """Show the run starting, and start ``thread`` (``None``: the caller runs it)."""
+        assert self.preview_result is not None
+        if self.state == "running":
             self.progress.max = max(1, self._side.to_send(self.preview_result))
             self.progress.value = 0
             self.progress.bar_style = "info"
@@ -418,13 +538,14 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             if self._own_client:
                 self.client.close()
         finally:
+            self._render_header()
             self._sync_buttons()
 
     def _show_failure(self, exc: BaseException) -> None:
         self.progress.bar_style = "danger"
         partial = self.result
-        lines = ["The run stopped with an error; Apply runs it again (re-sending is safe).",
-                 _error_text(exc)]
+        lines = ["The run stopped with an error. Apply reads the accounts again and sends what "
+                 "they still need.", _error_text(exc)]
         if partial is not None:
             lines.append("Rows so far: " + summary_text(partial))
             self.result_html.value = summary_html(partial)
@@ -483,7 +604,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         parts += [self.message_html.value, self.result_html.value]
         if self.state in ("ready", "failed", "confirming"):
             parts.append(
-                "<div style='color:#57606a;margin-top:6px'><em>Static view: run this in "
+                f"<div style='color:{MUTED};margin-top:6px'><em>Static view: run this in "
                 "Jupyter with ipywidgets for the Apply button.</em></div>"
             )
         return f"<div class='recocora-preview'>{''.join(parts)}</div>"
@@ -499,23 +620,30 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 # ------------------------------------------------------------------------------------ Cora
 
 
-def _fields(details: Any) -> Any:
+def _fields(details: Any) -> list[str]:
+    """The fields a row failure names (Cora's ``details``)."""
     if isinstance(details, list):
-        names = [d.get("field") for d in details if isinstance(d, dict) and d.get("field")]
-        return ", ".join(str(n) for n in names) or None
-    return None
+        return [str(d["field"]) for d in details if isinstance(d, dict) and d.get("field")]
+    return []
 
 
 class _CoraSide:
     api = "cora"
     label = "Cora upsert"
+    service = "Cora"
+    call = "df.cora.preview"
+    written: tuple[str, ...] = ("created", "updated")
+    status_column = "cora_status"
     headline: tuple[str, ...] = ("created", "updated", "unchanged", "failed")
     changes_facet = "field"
     changes_title = "Field changes on existing accounts"
 
     def __init__(self, df: pd.DataFrame) -> None:
         self.accessor = CoraAccessor(df)
+        self.frame = df
+        self.index = df.index
         self.rows = len(df)
+        self._columns: Mapping[str, str] = {}
 
     def make_client(self) -> CoraClient:
         return CoraClient()
@@ -526,25 +654,37 @@ class _CoraSide:
     def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
         options = _accepted(self.accessor.diff, kwargs)
         options["include_changes"] = True  # the changes table needs them, dry run or not
+        # Field → the frame's own column, so a problem shows the row's value under its name.
+        renames = options.get("columns") or {}
+        self._columns = {str(field): column for column, field in renames.items()}
         return self.accessor.diff(client=client, progress=progress, **options)
 
     def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
         return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
 
     def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
-        """Rows Cora would refuse (create requirements, server-side rules), as problems."""
+        """Rows Cora would refuse (create requirements, server-side rules), as problems: one
+        per field named, with the row's own value in that column (blank when it has none)."""
         failed = preview[preview["cora_status"] == "failed"]
-        out: pd.DataFrame = pd.DataFrame(
-            {
-                "row": failed.index.to_numpy(dtype=object),
-                "column": [_fields(d) for d in failed["cora_details"].tolist()],
-                "problem": failed["cora_code"].astype(object).to_numpy(),
-                "value": failed["cora_external_id"].astype(object).to_numpy(),
-                "message": failed["cora_message"].astype(object).to_numpy(),
-            },
-            columns=_PROBLEM_COLUMNS, dtype=object,
-        )
+        records = []
+        for label, details, code, message in zip(
+            failed.index.tolist(), failed["cora_details"].tolist(),
+            failed["cora_code"].tolist(), failed["cora_message"].tolist(), strict=True,
+        ):
+            fields: list[str | None] = [*_fields(details)] or [None]
+            for field in fields:
+                column = self._columns.get(field, field) if field is not None else None
+                records.append({
+                    "row": label, "column": column, "problem": problem_name(code),
+                    "value": self._value(label, column), "message": message,
+                })
+        out: pd.DataFrame = pd.DataFrame(records, columns=_PROBLEM_COLUMNS, dtype=object)
         return out
+
+    def _value(self, label: Any, column: str | None) -> Any:
+        if column is None or column not in self.frame.columns:
+            return None
+        return self.frame.at[label, column] if self.index.is_unique else None
 
     def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
         return int((preview["cora_status"] == "updated").sum())
@@ -572,8 +712,7 @@ class _CoraSide:
 
     def confirm_text(self, overwrites: int, n_changes: int) -> str:
         return (f"{_plural(overwrites, 'existing account')} would be updated "
-                f"({_plural(n_changes, 'field change')}; stored values are overwritten). "
-                "Confirm to apply, or Cancel.")
+                f"({_plural(n_changes, 'field change')}; stored values are overwritten).")
 
     def watch(self, client: Any, advance: Advance) -> CoraClient:
         def on_answer(body: bytes, answer: dict[str, Any]) -> None:
@@ -609,6 +748,10 @@ class CoraPreview(Preview):
 class _RecotapSide:
     api = "recotap"
     label = "Recotap map_ids"
+    service = "Recotap"
+    call = "df.recotap.preview"
+    written: tuple[str, ...] = ("mapped",)
+    status_column = "recotap_status"
     headline: tuple[str, ...] = (
         "mapped", "not_found", "already_mapped", "superseded", "unchanged"
     )
@@ -617,6 +760,7 @@ class _RecotapSide:
 
     def __init__(self, df: pd.DataFrame) -> None:
         self.accessor = RecotapAccessor(df)
+        self.index = df.index
         self.rows = len(df)
 
     def make_client(self) -> RecotapClient:
@@ -678,7 +822,7 @@ class _RecotapSide:
     def confirm_text(self, overwrites: int, n_changes: int) -> str:
         held = "holds" if overwrites == 1 else "hold"
         return (f"overwrite=True: {_plural(overwrites, 'account')} already {held} a different "
-                "id that would be replaced. Confirm to apply, or Cancel.")
+                "id that would be replaced.")
 
     def watch(self, client: Any, advance: Advance) -> RecotapClient:
         def on_answer(body: bytes, answer: dict[str, Any]) -> None:

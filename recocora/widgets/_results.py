@@ -14,12 +14,24 @@ __all__ = ["ALL", "PagedTable", "frame_html", "message_html"]
 #: The filter choice that keeps every row.
 ALL = "(all)"
 
+# Colours come from the front end's theme (JupyterLab's CSS variables), so the same HTML
+# reads in light and dark themes; where a front end has no such variables the text keeps the
+# page's own colour.
 _TABLE_STYLE = (
-    "<style>.recocora-table table{border-collapse:collapse;font-size:12px}"
-    ".recocora-table th,.recocora-table td{border-bottom:1px solid #d0d7de;"
-    "padding:2px 8px;text-align:left !important;vertical-align:top;max-width:32em;"
-    "overflow-wrap:anywhere}</style>"
+    "<style>.recocora-table table{border-collapse:collapse;font-size:12px;"
+    "color:var(--jp-content-font-color1,inherit)}"
+    ".recocora-table th,.recocora-table td{border-bottom:1px solid "
+    "var(--jp-border-color2,#d0d7de);padding:2px 8px;text-align:left !important;"
+    "vertical-align:top;max-width:32em;overflow-wrap:anywhere;white-space:pre-wrap}</style>"
 )
+
+#: The edge of a message box of each kind (JupyterLab's theme colour, with a fallback).
+_EDGES = {
+    "info": "var(--jp-info-color1,#0969da)",
+    "warning": "var(--jp-warn-color1,#bf8700)",
+    "error": "var(--jp-error-color1,#cf222e)",
+    "success": "var(--jp-success-color1,#1a7f37)",
+}
 
 
 def _cell(value: Any) -> str:
@@ -46,17 +58,12 @@ def message_html(text: str, *, kind: str = "info") -> str:
     >>> "&lt;x&gt;" in message_html("<x>", kind="error")
     True
     """
-    colours = {
-        "info": ("#ddf4ff", "#0969da"),
-        "warning": ("#fff8c5", "#9a6700"),
-        "error": ("#ffebe9", "#cf222e"),
-        "success": ("#dafbe1", "#1a7f37"),
-    }
-    bg, edge = colours.get(kind, colours["info"])
+    edge = _EDGES.get(kind, _EDGES["info"])
     return (
-        f'<div class="recocora-{html.escape(kind)}" style="background:{bg};'
-        f"border-left:4px solid {edge};padding:6px 10px;margin:4px 0;"
-        f'white-space:pre-wrap;font-family:monospace;font-size:12px">'
+        f'<div class="recocora-{html.escape(kind)}" style="border-left:4px solid {edge};'
+        "background:var(--jp-layout-color2,transparent);"
+        "color:var(--jp-ui-font-color1,inherit);font-family:var(--jp-ui-font-family,inherit);"
+        f'padding:6px 10px;margin:4px 0;white-space:pre-wrap;line-height:1.5">'
         f"{html.escape(text)}</div>"
     )
 
@@ -77,11 +84,37 @@ class PagedTable(widgets.VBox):  # type: ignore[misc]
 
     def __init__(self, frame: pd.DataFrame, *, facet: str | None = None,
                  page_size: int = 20, empty: str = "Nothing to show.") -> None:
-        self.frame: pd.DataFrame = frame.reset_index(drop=True)
-        self.facet = facet if facet in self.frame.columns else None
+        self._facet_name = facet
         self.page_size = max(1, int(page_size))
-        self.page = 0
         self.empty = empty
+        self.facet_filter = widgets.Dropdown(
+            options=[ALL], value=ALL, layout=widgets.Layout(width="auto"),
+        )
+        self.text_filter = widgets.Text(
+            value="", placeholder="filter: any text", continuous_update=False,
+            layout=widgets.Layout(width="16em"),
+        )
+        self.prev_button = widgets.Button(description="< prev", layout=widgets.Layout(width="6em"))
+        self.next_button = widgets.Button(description="next >", layout=widgets.Layout(width="6em"))
+        self.page_label = widgets.Label()
+        self.table = widgets.HTML()
+        self._quiet = False
+        self.facet_filter.observe(self._refilter, names="value")
+        self.text_filter.observe(self._refilter, names="value")
+        self.prev_button.on_click(lambda _: self.go(self.page - 1))
+        self.next_button.on_click(lambda _: self.go(self.page + 1))
+        controls = widgets.HBox(
+            [self.facet_filter, self.text_filter, self.prev_button, self.next_button,
+             self.page_label]
+        )
+        super().__init__([controls, self.table])
+        self.show(frame)
+
+    def show(self, frame: pd.DataFrame) -> None:
+        """Show ``frame`` instead, from its first page with the filters cleared."""
+        self.frame: pd.DataFrame = frame.reset_index(drop=True)
+        self.facet = self._facet_name if self._facet_name in self.frame.columns else None
+        self.page = 0
         self.rows: pd.DataFrame = self.frame
         # One lowercase string per row, built column-wise once, so each keystroke is a
         # single vectorised ``contains`` rather than a pass over every cell.
@@ -94,27 +127,16 @@ class PagedTable(widgets.VBox):  # type: ignore[misc]
             values = self.frame[self.facet].map(_cell).astype(str)
             options += sorted(set(values.tolist()))
             self._facet_values = values
-        self.facet_filter = widgets.Dropdown(
-            options=options, value=ALL, description=self.facet or "",
-            layout=widgets.Layout(width="auto", display="" if self.facet else "none"),
-        )
-        self.text_filter = widgets.Text(
-            value="", placeholder="filter: any text", continuous_update=False,
-            layout=widgets.Layout(width="16em"),
-        )
-        self.prev_button = widgets.Button(description="< prev", layout=widgets.Layout(width="6em"))
-        self.next_button = widgets.Button(description="next >", layout=widgets.Layout(width="6em"))
-        self.page_label = widgets.Label()
-        self.table = widgets.HTML()
-        self.facet_filter.observe(self._refilter, names="value")
-        self.text_filter.observe(self._refilter, names="value")
-        self.prev_button.on_click(lambda _: self.go(self.page - 1))
-        self.next_button.on_click(lambda _: self.go(self.page + 1))
-        controls = widgets.HBox(
-            [self.facet_filter, self.text_filter, self.prev_button, self.next_button,
-             self.page_label]
-        )
-        super().__init__([controls, self.table])
+        # Quietly: the filters are being reset, not changed by the reader.
+        self._quiet = True
+        try:
+            self.facet_filter.options = options
+            self.facet_filter.value = ALL
+            self.facet_filter.description = self.facet or ""
+            self.facet_filter.layout.display = "" if self.facet else "none"
+            self.text_filter.value = ""
+        finally:
+            self._quiet = False
         self._render()
 
     @property
@@ -134,6 +156,8 @@ class PagedTable(widgets.VBox):  # type: ignore[misc]
         self._render()
 
     def _refilter(self, _change: Any = None) -> None:
+        if self._quiet:
+            return
         keep = pd.Series(True, index=self.frame.index)
         if self.facet is not None and self.facet_filter.value != ALL:
             keep &= self._facet_values == self.facet_filter.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,9 @@ def test_updates_need_a_second_confirmation_and_cancel_sends_nothing(
     ]
 
     w.apply_button.click()
+    w.wait(timeout=30)  # Apply reads the accounts again first
     assert w.state == "confirming"
+    assert w.stale_rows == 0
     assert w.confirm_box.layout.display != "none"
     assert w.apply_button.disabled
     assert not w.confirm_button.disabled
@@ -105,6 +108,7 @@ def test_updates_need_a_second_confirmation_and_cancel_sends_nothing(
     assert len(bulk_posts(sb)) == posts_before
 
     w.apply_button.click()
+    w.wait(timeout=30)
     w.confirm_button.click()
     res = w.wait(timeout=30)
     assert w.state == "done"
@@ -144,6 +148,7 @@ def test_buttons_are_disabled_while_a_run_is_in_progress(
     accounts(1).cora.upsert(client=cora_for(), progress=False)
     w = accounts(2, bucket="x").cora.preview(client=cora_for(Gated))
     w.apply_button.click()
+    w.wait(timeout=30)
     w.confirm_button.click()
     assert started.wait(30)
     assert w.state == "running"
@@ -156,23 +161,24 @@ def test_buttons_are_disabled_while_a_run_is_in_progress(
     assert len(bulk_posts(sb)) == 2  # the setup's and the one run's
 
 
-def test_an_auth_error_is_shown_in_the_widget_with_the_partial_result(
+def test_a_key_refused_after_the_preview_stops_apply_before_any_write(
     sb: Sandbox, cora: CoraClient
 ) -> None:
     w = accounts(3).cora.preview(client=cora)
     assert w.state == "ready"
-    # The key's secret changes after the preview: the real run's first request is refused.
+    # The key's secret changes after the preview: Apply's fresh read is refused.
     key_id = sb.cora_key.split(".", 1)[0]
     sb.app.cora.add_key(f"{key_id}.rotated-secret", sb.cora_org)
     w.apply_button.click()
     w.wait(timeout=30)
     assert w.state == "failed"
     assert type(w.error).__name__ == "AuthError"
-    shown = w.message_html.value
+    shown = html.unescape(w.message_html.value)
+    assert "Apply stopped before writing anything" in shown
     assert "AuthError" in shown and "INVALID_API_KEY" in shown
-    assert "3 not_sent" in shown
-    assert w.result is not None and set(w.result["cora_status"]) == {"not_sent"}
-    assert w.progress.bar_style == "danger"
+    assert not bulk_posts(sb)
+    assert w.result is None
+    assert "nothing has been written yet" in w.title_html.value
     assert not w.apply_button.disabled  # the user may retry
     secret = sb.cora_key.split(".", 1)[1]
     everything = widget_text(w) + repr(w) + w._repr_html_()
@@ -195,8 +201,17 @@ def test_a_run_stopped_midway_keeps_acknowledged_rows_and_can_be_retried(
     assert "2 created, 2 not_sent" in w.message_html.value
     assert (w.progress.value, w.progress.max) == (2, 4)
 
+    assert "The run stopped with an error: 2 rows written to Cora (2 created)" in (
+        w.title_html.value
+    )
+
     sb.set_faults(FaultConfig())
     w.apply_button.click()
+    w.wait(timeout=30)
+    # The first run's two rows are stored now: the re-check says so before anything is sent.
+    assert w.state == "confirming" and w.stale_rows == 2
+    assert "Now: 2 created, 2 unchanged" in w.confirm_html.value
+    w.confirm_button.click()
     res = w.wait(timeout=30)
     assert w.state == "done" and w.error is None
     assert res is not None

@@ -92,6 +92,7 @@ def test_overwrite_asks_for_confirmation_then_replaces(sb: Sandbox, rtp: Recotap
     assert w.overwrites == 1
     assert "4 mapped" in w.counts_html.value  # c.com is written again, with the same id
     w.apply_button.click()
+    w.wait(timeout=30)  # Apply reads the accounts again first
     assert w.state == "confirming"
     assert "1 account already holds a different id" in widget_text(w)
     assert not mapping_writes(sb)
