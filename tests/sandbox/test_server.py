@@ -498,3 +498,20 @@ def test_head_never_crashes(cora, path):
     resp = requests.head(cora.base_url + path, timeout=10)
     assert resp.status_code < 500
     assert "Date" in resp.headers
+
+
+def test_a_stopped_sandbox_ends_the_connections_clients_kept_alive() -> None:
+    from recocora.sandbox import Sandbox
+
+    own = Sandbox(seed="none", cora_window=0.0).start()
+    url = own.recotap_base_url + "/accounts"
+    headers = {"X-API-Key": own.recotap_key}
+    with requests.Session() as session:
+        try:
+            assert session.get(url, headers=headers, timeout=10).status_code == 200
+        finally:
+            own.close()
+        # The pooled connection is gone too: nothing answers, not even a handler thread
+        # left serving a closed store.
+        with pytest.raises(requests.ConnectionError):
+            session.get(url, headers=headers, timeout=10)
