@@ -55,7 +55,8 @@ def changed_rows(
     labels = {repr(label) for label in old.index[differ.to_numpy(dtype=bool)].tolist()}
 
     def records(table: pd.DataFrame) -> set[tuple[str, ...]]:
-        cells = table.astype(object).map(repr)
+        # Every kind of missing (None, NaN, NA) alike: a column's dtype may differ between diffs.
+        cells = table.astype(object).where(table.notna(), None).map(repr)
         return set(cells.itertuples(index=False, name=None))
 
     moved = records(changes(before)) ^ records(changes(after))

@@ -59,15 +59,17 @@ def _accepted(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, 
     return {k: v for k, v in kwargs.items() if k in names}
 
 
-def _problems(failure_cases: pd.DataFrame) -> pd.DataFrame:
-    """Failure cases in the preview's problem-table shape, each problem named in words."""
+def _problems(failure_cases: pd.DataFrame,
+              own_column: Callable[[Any], Any] = lambda name: name) -> pd.DataFrame:
+    """Failure cases in the preview's problem-table shape, each problem named in words and
+    each column by the frame's own name for it (``own_column``)."""
     if not len(failure_cases):
         empty: pd.DataFrame = pd.DataFrame(columns=_PROBLEM_COLUMNS, dtype=object)
         return empty
     out: pd.DataFrame = pd.DataFrame(
         {
             "row": failure_cases["index"].astype(object).to_numpy(),
-            "column": failure_cases["column"].astype(object).to_numpy(),
+            "column": failure_cases["column"].map(own_column).astype(object).to_numpy(),
             "problem": failure_cases["check"].map(problem_name).astype(object).to_numpy(),
             "value": failure_cases["value"].astype(object).to_numpy(),
             "message": failure_cases["message"].astype(object).to_numpy(),
@@ -149,6 +151,10 @@ class _Side(Protocol):
     def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
 
     def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
+
+    def own_column(self, name: Any) -> Any:
+        """The frame's own name for a column a check or the server names."""
+        ...
 
     def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame: ...
 
@@ -276,7 +282,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             preview = side.diff(self.client, self._progress, self._kwargs)
         except ValidationError as exc:
             self.preview_error = exc
-            self.failure_cases = _in_row_order(_problems(exc.failure_cases), side.index)
+            self.failure_cases = _in_row_order(
+                _problems(exc.failure_cases, side.own_column), side.index
+            )
             self.state = "blocked"
             return
         except Exception as exc:
@@ -291,7 +299,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.preview_result = as_result(preview)
         cases = _problems(pd.DataFrame())
         if status_counts(preview).get("invalid"):
-            cases = _problems(side.failure_cases(self._kwargs))
+            cases = _problems(side.failure_cases(self._kwargs), side.own_column)
         failing = side.would_fail(preview)
         if len(failing):
             cases = pd.concat([cases, failing], ignore_index=True)
@@ -300,10 +308,13 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 
     def _render_header(self) -> None:
         side = self._side
+        ended = self.result is not None and self.state in ("done", "failed")
+        # What a run wrote is news, in the text's own colour; before that, a quiet note.
+        look = "font-weight:600" if ended else f"color:{MUTED}"
         self.title_html.value = (
             f"<h3 style='margin:4px 0'>{html.escape(side.label)} preview: "
             f"{_plural(side.rows, 'row')}</h3><div class='recocora-header' "
-            f"style='color:{MUTED}'>{html.escape(self._header_text())}</div>"
+            f"style='{look}'>{html.escape(self._header_text())}</div>"
         )
 
     def _header_text(self) -> str:
@@ -578,9 +589,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         lines = [f"{side.label} preview: {_plural(side.rows, 'row')}, "
                  f"state {self.state}"]
         preview = self.preview_result
-        if preview is None:
+        if preview is None or self._blocked_reason is not None:
             lines.append(self._blocked_text())
-        else:
+        if preview is not None:
             counts = status_counts(preview)
             lines.append("would: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
             lines.append(side.eta(self.client, preview, self._kwargs))
@@ -662,6 +673,9 @@ class _CoraSide:
     def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
         return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
 
+    def own_column(self, name: Any) -> Any:
+        return self._columns.get(name, name) if isinstance(name, str) else name
+
     def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
         """Rows Cora would refuse (create requirements, server-side rules), as problems: one
         per field named, with the row's own value in that column (blank when it has none)."""
@@ -673,7 +687,7 @@ class _CoraSide:
         ):
             fields: list[str | None] = [*_fields(details)] or [None]
             for field in fields:
-                column = self._columns.get(field, field) if field is not None else None
+                column = self.own_column(field)
                 records.append({
                     "row": label, "column": column, "problem": problem_name(code),
                     "value": self._value(label, column), "message": message,
@@ -775,6 +789,9 @@ class _RecotapSide:
 
     def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
         return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
+
+    def own_column(self, name: Any) -> Any:
+        return name  # the checks name the frame's own columns
 
     def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
         return _problems(pd.DataFrame())

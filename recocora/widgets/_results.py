@@ -18,7 +18,7 @@ ALL = "(all)"
 # reads in light and dark themes; where a front end has no such variables the text keeps the
 # page's own colour.
 _TABLE_STYLE = (
-    "<style>.recocora-table table{border-collapse:collapse;font-size:12px;"
+    "<style>.recocora-table table{border-collapse:collapse;font-size:12px;line-height:1.4;"
     "color:var(--jp-content-font-color1,inherit)}"
     ".recocora-table th,.recocora-table td{border-bottom:1px solid "
     "var(--jp-border-color2,#d0d7de);padding:2px 8px;text-align:left !important;"

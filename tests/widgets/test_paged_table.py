@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recocora.widgets import PagedTable
@@ -15,6 +15,7 @@ TAG = re.compile(r"</?[a-z]+(\s[^<>]*)?>")
 words = st.text(alphabet="abcAB <>&-", max_size=6)
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(
     st.lists(st.tuples(st.sampled_from(["bucket", "client", "tags"]), words), max_size=60),
     st.integers(min_value=1, max_value=9),
