@@ -162,10 +162,13 @@ class CoraAccessor:
         It shows the validation report, the counts (created / updated / unchanged / failed)
         worked out with :meth:`diff` (no bulk slot spent), the field changes as a filterable,
         paged table and how long the real run takes at the rate limit. Its **Apply** button
-        runs ``upsert(client=client, **upsert_kwargs)`` with a live progress bar, asking for a
-        second confirmation when existing accounts would be updated; ``.result`` then holds
-        the result frame. ``progress`` shows a bar while the preview is worked out. Outside a
-        widget front end it shows as static HTML or text.
+        first reads the accounts again (the same diff) and, when rows changed since the
+        preview, says so with the new counts and asks for a confirmation; it also asks when
+        existing accounts would be updated. Then it runs ``upsert(client=client,
+        **upsert_kwargs)`` with a live progress bar, the header says what was written and
+        ``.result`` holds the result frame. A closed client is refused before any request.
+        ``progress`` shows a bar while the preview is worked out. Outside a widget front end
+        it shows as static HTML or text.
 
         >>> w = df.cora.preview(client=cora, on_invalid="skip")  # doctest: +SKIP
         >>> w  # doctest: +SKIP

@@ -109,9 +109,12 @@ class RecotapAccessor:
         It shows the validation report, the counts (mapped / not_found / already_mapped /
         superseded / unchanged) worked out with :meth:`diff`, a filterable, paged table of
         domain, id to write and the id each account holds now, and the requests the real run
-        needs. Its **Apply** button runs ``map_ids(client=client, **map_ids_kwargs)`` with a
-        live progress bar, asking for a second confirmation when ``overwrite=True`` would
-        replace an id an account already holds; ``.result`` then holds the result frame.
+        needs. Its **Apply** button first reads the accounts again (the same diff) and, when
+        rows changed since the preview, says so with the new counts and asks for a
+        confirmation; it also asks when ``overwrite=True`` would replace an id an account
+        already holds. Then it runs ``map_ids(client=client, **map_ids_kwargs)`` with a live
+        progress bar, the header says what was written and ``.result`` holds the result
+        frame. A closed client is refused before any request.
         ``progress`` shows a bar while the preview is worked out. Outside a widget front end
         it shows as static HTML or text.
 

@@ -176,15 +176,23 @@ class _Side(Protocol):
 class Preview(widgets.VBox):  # type: ignore[misc]
     """What a bulk call would do, shown before it runs, with an **Apply** button.
 
-    Parts (attributes): ``title_html``, ``validation_html`` and ``problems`` (a
-    :class:`~recocora.widgets._results.PagedTable` of invalid rows and rows that would
-    fail), ``counts_html``, ``eta_html``, ``changes`` (a ``PagedTable``), ``apply_button``,
-    ``confirm_box`` with ``confirm_html``, ``confirm_button`` and ``cancel_button``,
-    ``progress`` (an ``IntProgress``), ``progress_html``, ``message_html`` (errors) and
-    ``result_html``. State: ``state`` (one of :data:`STATES`), ``preview_result`` (the diff
-    frame), ``failure_cases`` (``row, column, problem, value, message``), ``overwrites``
-    (rows whose stored data would be replaced), ``result`` (the real run's result frame,
-    the partial one after an error), ``error`` and ``preview_error``.
+    **Apply** first works the diff out again: when rows changed since the preview it shows
+    the new counts and asks for a confirmation before anything is written (it asks too when
+    stored data would be overwritten); a closed client is refused before any request. Once a
+    run ends, the header says what it wrote.
+
+    Parts (attributes): ``title_html`` (the header), ``validation_html`` and ``problems`` (a
+    :class:`~recocora.widgets.PagedTable` of invalid rows and rows that would fail, in row
+    order), ``counts_html``, ``eta_html``, ``changes_title`` and ``changes`` (a
+    ``PagedTable``), ``apply_button``, ``confirm_box`` with ``confirm_html``,
+    ``confirm_button`` and ``cancel_button``, ``progress`` (an ``IntProgress``),
+    ``progress_html``, ``message_html`` (errors) and ``result_html``. State: ``state`` (one
+    of :data:`STATES`), ``preview_result`` (the diff frame, the fresh one after a stale
+    re-check), ``stale_rows`` (rows the last re-check found changed), ``failure_cases``
+    (``row, column, problem, value, message``: the problem in words, the row's own value in
+    that column), ``overwrites`` (rows whose stored data would be replaced), ``result`` (the
+    real run's result frame, the partial one after an error), ``error`` and
+    ``preview_error``.
 
     Build it with ``df.cora.preview()`` or ``df.recotap.preview()``.
     """
