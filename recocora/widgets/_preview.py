@@ -427,9 +427,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         """Apply's first step: the same diff again, so what is confirmed and sent is what the
         accounts need now, not what they needed when the preview was shown."""
         side = self._side
-        closed = closed_text(self.client, side.call)
+        problem = closed_text(self.client, side.call)
         fresh = None
-        if closed is None:
+        if problem is None:
             try:
                 fresh = side.diff(self.client, False, self._kwargs)
             # Whatever stops the check, the widget must say so rather than stay "checking".
@@ -437,14 +437,14 @@ class Preview(widgets.VBox):  # type: ignore[misc]
                 with self._lock:
                     self.error = exc
                     self.state = "failed"
-                closed = ("Apply stopped before writing anything: the accounts' current state "
-                          f"could not be read again.\n{_error_text(exc)}")
+                problem = ("Apply stopped before writing anything: the accounts' current state "
+                           f"could not be read again.\n{_error_text(exc)}")
         if fresh is None:
             with self._lock:
                 if self.error is None:  # the client was closed: no retry can help
-                    self._blocked_reason, self.state = closed, "blocked"
+                    self._blocked_reason, self.state = problem, "blocked"
             self.progress_html.value = ""
-            self.message_html.value = message_html(str(closed), kind="error")
+            self.message_html.value = message_html(str(problem), kind="error")
             self._sync_buttons()
             return
         assert self.preview_result is not None
