@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recocora import CoraClient
@@ -81,6 +81,7 @@ def test_unknown_statuses_are_escaped_and_listed_last() -> None:
     assert "<b>odd</b>" not in page and "&lt;b&gt;odd&lt;/b&gt;" in page
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(st.booleans().flatmap(
     lambda recotap: st.tuples(
         st.just(recotap), st.lists(st.sampled_from(RECOTAP if recotap else CORA), max_size=40)
