@@ -216,7 +216,7 @@ def _test_any(s: pd.Series) -> pd.Series:
     return _series(~unsendable_mask(s), s)
 
 
-def object_problem(field: Field, value: Any) -> str | None:
+def _object_problem(field: Field, value: Any) -> str | None:
     """Why a cell for the object ``field`` cannot be sent, or None (missing counts as fine)."""
     if is_missing(value):
         return None
@@ -247,13 +247,13 @@ def _object_rule(field: Field) -> Rule:
         values = objects(s)
         return _series(
             np.fromiter(
-                (object_problem(field, v) is None for v in values), dtype=bool, count=len(values)
+                (_object_problem(field, v) is None for v in values), dtype=bool, count=len(values)
             ),
             s,
         )
 
     def message(column: str, values: np.ndarray) -> list[str]:
-        return [str(object_problem(field, v)) for v in values]
+        return [str(_object_problem(field, v)) for v in values]
 
     return ("structure" if field.closed else "object", test, message)
 

@@ -52,6 +52,7 @@ __all__ = [
     "OPEN_OBJECTS",
     "READ_ONLY",
     "ROOT",
+    "TEXT_KINDS",
     "TOP_LEVEL",
     "Field",
     "Kind",
