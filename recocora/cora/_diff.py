@@ -295,13 +295,15 @@ def _check_row(row: dict[str, Any]) -> None:
     found = list(row_problems(row))
     for code in _CODES:
         hits = [p for p in found if p.code == code]
+        if code == "FIELD_NOT_UPDATABLE":
+            hits.sort(key=lambda p: p.path)
         if hits:
             raise _RowFailure(code, _summary(code, hits), [_detail(p) for p in hits])
 
 
 def _summary(code: str, hits: list[Problem]) -> str:
     if code == "FIELD_NOT_UPDATABLE":
-        return f"Field(s) cannot be written: {', '.join(sorted(p.path for p in hits))}"
+        return f"Field(s) cannot be written: {', '.join(p.path for p in hits)}"
     return hits[0].message
 
 

@@ -190,6 +190,11 @@ def test_missing_external_id_column() -> None:
         ("person", "Ada", "structure", "dict"),
         ("address", {"city": 5}, "structure", "text"),
         ("originalCreditor", 5, "string_or_object", "text or a dict"),
+        ("history.statuteLimitationsDate", "someday", "datetime", "ISO 8601"),
+        ("history.statuteLimitationsDate", 5, "datetime", "not int"),
+        ("history.origin", 1.5, "type", "text"),
+        ("history", {"origin": 7}, "object", "history.origin must be text"),
+        ("history", {"statuteLimitationsDate": "2030-13-01"}, "object", "ISO 8601"),
     ],
 )
 def test_cell_rules(column: str, value: Any, check: str, hint: str) -> None:
@@ -222,6 +227,10 @@ def test_cell_rules(column: str, value: Any, check: str, hint: str) -> None:
         ("originalCreditor", "Bank"),
         ("originalCreditor", {"name": "Bank"}),
         ("originalCreditor.name", "Bank"),
+        ("history.statuteLimitationsDate", "2031-02-03T00:00:00Z"),
+        ("history.statuteLimitationsDate", pd.Timestamp("2031-02-03 10:00", tz="UTC")),
+        ("history", {"statuteLimitationsDate": "2031-02-03", "anything": [1]}),
+        ("history.anything", {"free": "form"}),
     ],
 )
 def test_valid_cells_pass(column: str, value: Any) -> None:
