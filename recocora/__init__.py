@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 from ._report import changes_table
 from .cora import accessor as _cora_accessor  # registers df.cora
 from .cora._client import CoraClient
-from .cora._schema import normalize_phone
+from .cora._phones import normalize_phone
 from .errors import (
     ApiError,
     AuthError,

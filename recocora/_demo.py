@@ -27,7 +27,7 @@ from ._progress import format_duration
 from ._report import changes_table, count_lines, status_counts
 from ._validation import failure_message
 from .cora._client import CoraClient
-from .cora._schema import normalize_phone
+from .cora._phones import normalize_phone
 from .cora.accessor import CoraAccessor
 from .recotap._client import RecotapClient
 from .recotap._domains import normalize_domain

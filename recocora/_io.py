@@ -22,7 +22,8 @@ import orjson
 import pandas as pd
 
 from ._report import one_line
-from .cora._schema import field_kind, normalize_phone
+from .cora._fields import field_of
+from .cora._phones import normalize_phone
 from .errors import ConfigError
 
 __all__ = [
@@ -162,7 +163,8 @@ def read_cora_file(
     """
 
     def text(column: str) -> bool:
-        return field_kind((columns or {}).get(column, column)) != "number"
+        field = field_of((columns or {}).get(column, column))
+        return field is None or field.kind != "number"
 
     frame = read_frame(path, text)
     renamed = [c for c in (columns or {}) if c not in frame.columns]

@@ -5,18 +5,19 @@ hour). The preview instead reads the accounts' current state with
 ``GET /external-api/accounts?externalIds=`` (200 ids per request, several at once; no rate
 limit applies) and applies the contract's rules itself (api-contract.md §1.3-1.4):
 
-- rows are checked as a request would check them: read-only fields → ``FIELD_NOT_UPDATABLE``,
-  wrong JSON types → ``INVALID_FIELD_VALUE``, a phone number not in E.164 →
-  ``INVALID_PHONE_NUMBER``, an ``externalId`` twice in one request →
-  ``DUPLICATE_EXTERNAL_ID``;
+- rows are checked as a request would check them, with the field catalogue's rules (the same
+  ones ``df.cora.validate()`` applies, so a valid row never fails here for its values):
+  read-only fields → ``FIELD_NOT_UPDATABLE``, wrong JSON types or shapes →
+  ``INVALID_FIELD_VALUE``, a phone number not in E.164 → ``INVALID_PHONE_NUMBER``, an
+  ``externalId`` twice in one request → ``DUPLICATE_EXTERNAL_ID``;
 - an unknown ``externalId`` is ``created`` when the row has ``phoneNumber``, ``portfolioId``
   and ``metadata.filenumber``, else ``failed`` with ``MISSING_REQUIRED_FIELD`` and one
   ``details`` entry per missing field;
 - a known one is merged: objects deep-merged, scalars and arrays replaced, an explicit null
-  replaces, ``portfolioId`` ignored, ``externalId`` never updated; ``currentBalance`` sent as
-  numeric text is compared as the number it is stored as. Any difference makes the row
-  ``updated``, with ``changes`` as ``{"field", "from", "to"}`` on dotted leaf paths;
-  otherwise it is ``unchanged``.
+  replaces, create-only fields (``portfolioId``, ``externalId``) never updated; a number
+  field (``currentBalance``) sent as numeric text is compared as the number it is stored
+  as. Any difference makes the row ``updated``, with ``changes`` as
+  ``{"field", "from", "to"}`` on dotted leaf paths; otherwise it is ``unchanged``.
 
 The rows compared are the exact bodies the real upsert would send (same plan, same chunks,
 same serialisation), so the result frame is the one a dry run returns, with
@@ -29,11 +30,9 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -43,31 +42,11 @@ from .._progress import RunProgress
 from .._wire import chunk_slices
 from ..errors import NotFoundError, RecocoraError
 from ._client import CoraClient
-from ._schema import READ_ONLY
+from ._fields import CATALOGUE, CREATE_ONLY, CREATE_REQUIRED, Problem, row_problems
 from ._upsert import Mode, OnInvalid, UpsertPlan, _Outcome, plan_upsert
 
 __all__ = ["diff", "predict_results"]
 
-# Contract §1.3: the JSON type each writable top-level field takes.
-_TEXT_FIELDS = frozenset(
-    {"portfolioId", "bucket", "phoneNumber", "status", "clientStatus", "emailAddress",
-     "typeOfDebt", "bank", "client"}
-)
-_FREE_OBJECTS = frozenset({"metadata", "compliance", "paymentRules", "contactInfo", "smsOptOut"})
-_STRUCTURED = frozenset({"person", "address", "history"})
-_WRITABLE = (
-    _TEXT_FIELDS | _FREE_OBJECTS | _STRUCTURED
-    | {"externalId", "originalCreditor", "currentBalance", "tags"}
-)
-_PERSON_TEXT = frozenset({"ssn", "last4SSN", "birthdate"})
-_ADDRESS_TEXT = frozenset({"street", "additionalStreet", "city", "state", "zip", "country"})
-_HISTORY_TEXT = frozenset({"origin", "statuteLimitationsDate"})  # more keys allowed, untyped
-_NAME_PARTS = frozenset({"first", "last", "middle"})
-_CREATE_ONLY = frozenset({"externalId", "portfolioId"})
-
-_E164 = re.compile(r"\+[1-9][0-9]{0,14}")
-_NUMERIC = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ABSENT: Any = object()
 _SCALARS = frozenset({str, int, float, bool})
 
@@ -265,7 +244,7 @@ def predict_results(
                 stored[ext] = _created(row)
                 result["status"] = "created"
                 continue
-            incoming = {k: v for k, v in row.items() if k not in _CREATE_ONLY}
+            incoming = {k: v for k, v in row.items() if k not in CREATE_ONLY}
             changes = merge_changes(account, incoming)
             result["accountId"] = account.get("id")
             if changes:
@@ -302,141 +281,51 @@ def _external_id(row: Any, result: dict[str, Any]) -> str:
     return ext
 
 
+# The order in which the bulk endpoint reports a row's problems: one code per row.
+_CODES = ("FIELD_NOT_UPDATABLE", "INVALID_FIELD_VALUE", "INVALID_PHONE_NUMBER")
+
+# Numbers sent as numeric text are stored as numbers (contract §1.3: "number (or numeric
+# string)"), so they are compared as the numbers they stand for.
+_NUMBERS = tuple(p for p, f in CATALOGUE.items() if f.kind == "number" and "." not in p)
+
+
 def _check_row(row: dict[str, Any]) -> None:
-    """Raise for the first class of problem the row has, as the bulk endpoint reports it."""
-    read_only = sorted(k for k in row if k in READ_ONLY)
-    if read_only:
-        raise _RowFailure(
-            "FIELD_NOT_UPDATABLE",
-            f"Field(s) cannot be written: {', '.join(read_only)}",
-            [{"field": k, "message": f"{k} is read-only"} for k in read_only],
-        )
-    problems = list(_type_problems(row))
-    if problems:
-        raise _RowFailure("INVALID_FIELD_VALUE", problems[0]["message"], problems)
-    phone = row.get("phoneNumber")
-    if isinstance(phone, str) and not _E164.fullmatch(phone):
-        raise _RowFailure(
-            "INVALID_PHONE_NUMBER",
-            "phoneNumber must be in E.164 format, e.g. +15555550111",
-            [{"field": "phoneNumber", "message": "not E.164"}],
-        )
+    """Raise for the first class of problem the row has, as the bulk endpoint reports it; the
+    rules are the field catalogue's."""
+    found = list(row_problems(row))
+    for code in _CODES:
+        hits = [p for p in found if p.code == code]
+        if code == "FIELD_NOT_UPDATABLE":
+            hits.sort(key=lambda p: p.path)
+        if hits:
+            raise _RowFailure(code, _summary(code, hits), [_detail(p) for p in hits])
 
 
-def _problem(field: str, message: str) -> dict[str, str]:
-    return {"field": field, "message": message}
+def _summary(code: str, hits: list[Problem]) -> str:
+    if code == "FIELD_NOT_UPDATABLE":
+        return f"Field(s) cannot be written: {', '.join(p.path for p in hits)}"
+    return hits[0].message
 
 
-def _type_problems(row: dict[str, Any]) -> Iterator[dict[str, str]]:
-    for key, value in row.items():
-        if key == "externalId":
-            continue
-        if key not in _WRITABLE:
-            yield _problem(key, f"{key} is not a known account field")
-        elif value is None:
-            continue  # an explicit null clears the stored value
-        elif key in _TEXT_FIELDS:
-            if not isinstance(value, str):
-                yield _problem(key, f"{key} must be a string")
-        elif key in _FREE_OBJECTS:
-            if not isinstance(value, dict):
-                yield _problem(key, f"{key} must be an object")
-        elif key == "tags":
-            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-                yield _problem(key, "tags must be an array of strings")
-        elif key == "currentBalance":
-            if not _is_balance(value):
-                yield _problem(key, "currentBalance must be a finite number or numeric string")
-        elif key == "originalCreditor":
-            if not isinstance(value, str | dict):
-                yield _problem(key, "originalCreditor must be a string or an object")
-        elif not isinstance(value, dict):
-            yield _problem(key, f"{key} must be an object")
-        else:
-            yield from _structured_problems(key, value)
-
-
-def _is_balance(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return math.isfinite(value)
-    return (
-        isinstance(value, str) and _NUMERIC.fullmatch(value) is not None
-        and math.isfinite(float(value))
-    )
-
-
-def _structured_problems(key: str, obj: dict[str, Any]) -> Iterator[dict[str, str]]:
-    """person, address and history: documented keys are typed; person and address take only
-    their documented keys, history takes more (the contract: "more undocumented keys")."""
-    text = {"person": _PERSON_TEXT, "address": _ADDRESS_TEXT}.get(key, _HISTORY_TEXT)
-    closed = key != "history"
-    for sub, value in obj.items():
-        path = f"{key}.{sub}"
-        if closed and sub not in text and not (key == "person" and sub == "name"):
-            yield _problem(path, f"{path} is not a known field")
-        elif value is None:
-            continue
-        elif key == "person" and sub == "name":
-            yield from _name_problems(path, value)
-        elif sub in text and not isinstance(value, str):
-            yield _problem(path, f"{path} must be a string")
-        elif path == "person.birthdate" and not _is_date(value):
-            yield _problem(path, "birthdate must be a date as YYYY-MM-DD")
-        elif path == "history.statuteLimitationsDate" and not _is_datetime(value):
-            yield _problem(path, "must be an ISO 8601 datetime")
-
-
-def _name_problems(path: str, value: Any) -> Iterator[dict[str, str]]:
-    if not isinstance(value, dict):
-        yield _problem(path, f"{path} must be an object")
-        return
-    for part, text in value.items():
-        if part not in _NAME_PARTS:
-            yield _problem(f"{path}.{part}", "not a known field")
-        elif text is not None and not isinstance(text, str):
-            yield _problem(f"{path}.{part}", "must be a string")
-
-
-def _is_date(value: str) -> bool:
-    if not _DATE.fullmatch(value):
-        return False
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_datetime(value: str) -> bool:
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
+def _detail(problem: Problem) -> dict[str, str]:
+    return {"field": problem.path, "message": problem.message}
 
 
 def _stored_form(row: dict[str, Any]) -> dict[str, Any]:
-    """``currentBalance`` sent as numeric text is kept as the number it stands for (whole
-    when written without a decimal point), so it compares as a number."""
-    balance = row.get("currentBalance")
-    if not isinstance(balance, str):
+    """Number fields sent as numeric text are kept as the number they stand for (whole when
+    written without a decimal point), so they compare as numbers."""
+    texts = [k for k in _NUMBERS if isinstance(row.get(k), str)]
+    if not texts:
         return row
-    number = float(balance)
-    kept = int(number) if number.is_integer() and "." not in balance else number
-    return {**row, "currentBalance": kept}
+    out = dict(row)
+    for key in texts:
+        number = float(out[key])
+        out[key] = int(number) if number.is_integer() and "." not in out[key] else number
+    return out
 
 
 def _created(row: dict[str, Any]) -> dict[str, Any]:
-    missing = []
-    if not isinstance(row.get("phoneNumber"), str):
-        missing.append("phoneNumber")
-    if not row.get("portfolioId"):
-        missing.append("portfolioId")
-    metadata = row.get("metadata")
-    if not isinstance(metadata, dict) or metadata.get("filenumber") in (None, ""):
-        missing.append("metadata.filenumber")
+    missing = [path for path in CREATE_REQUIRED if _value_at(row, path) in (None, "")]
     if missing:
         raise _RowFailure(
             "MISSING_REQUIRED_FIELD",
@@ -445,6 +334,13 @@ def _created(row: dict[str, Any]) -> dict[str, Any]:
              for f in missing],
         )
     return _without_nulls(row)
+
+
+def _value_at(row: dict[str, Any], path: str) -> Any:
+    value: Any = row
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _without_nulls(obj: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,11 @@
 
 Where the vendor's docs are silent, the behaviour here is the sandbox's own choice (listed in
 the README's sandbox section); the client must tolerate it, never depend on it.
+
+The field rules below (``READ_ONLY``, ``STRING_FIELDS``, ``check_fields`` and the merge) are a
+second, independent reading of the contract, kept apart from the client's field catalogue on
+purpose: the sandbox is the oracle the tests compare the client against (its validation, its
+local diff), so it must not share the code it judges. Do not import the client's rules here.
 """
 
 from __future__ import annotations
