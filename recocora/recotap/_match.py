@@ -153,8 +153,10 @@ def _crm_hosts(crm: pd.DataFrame, domain: list[Hashable], email: list[Hashable])
         text = crm[c].astype(_STRING).str.extract(r"@([^@\s;,<>\"']+)", expand=False)
         parts.append(_hosts(text, "email"))
     if not parts:
-        empty: pd.DataFrame = pd.DataFrame({c: [] for c in ("row", "host", "source", "reg",
-                                                             "brand")})
+        empty: pd.DataFrame = pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c == "row" else _STRING)
+             for c in ("row", "host", "source", "reg", "brand")}
+        )
         return empty
     keys = _with_registrable(pd.concat(parts, ignore_index=True).drop_duplicates(["row", "host"]))
     free = keys["reg"].isin(FREE_MAIL_DOMAINS) | keys["brand"].isin(FREE_MAIL_BRANDS)
@@ -211,7 +213,7 @@ def _domain_candidates(keys: pd.DataFrame, acc: pd.DataFrame, cap: int) -> pd.Da
                    "brand", cap)
     other = other[other["reg"] != other["acc_reg"]]
     other["tier"] = "brand_other_suffix"
-    other["base"] = 0.6
+    other["base"] = 0.9
     cols = ["row", "acc", "tier", "base", "host", "reg", "brand"]
     return cast("pd.DataFrame", pd.concat([exact[cols], same[cols], other[cols]],
                                           ignore_index=True))
@@ -222,6 +224,8 @@ def _name_keys(clean: pd.Series[Any]) -> pd.DataFrame:
     name without spaces, and the consonant skeleton of its first word (so a typo in one word
     still meets its account)."""
     present = clean.dropna()
+    if not len(present):
+        return pd.DataFrame({"pos": pd.Series(dtype="int64"), "key": pd.Series(dtype=object)})
     compact = present.str.replace(" ", "", regex=False)
     words = present.str.split(" ")
     # The first word's consonants, repeats squeezed: "Rrayel" and "Rayel" both give "ryl".
@@ -268,7 +272,8 @@ def _score(cand: pd.DataFrame, crm_clean: pd.Series[Any], acc: pd.DataFrame) -> 
     known = (a.notna() & b.notna()).to_numpy()
     ratio = _similarity(a, b, fuzz.token_sort_ratio)
     overlap = _similarity(a, b, fuzz.token_set_ratio)
-    exact = known & (a.str.replace(" ", "").to_numpy() == b.str.replace(" ", "").to_numpy())
+    same = a.str.replace(" ", "") == b.str.replace(" ", "")
+    exact = known & same.fillna(False).to_numpy(dtype=bool)
     acronym = known & (
         (_initials(a) == b.str.replace(" ", "")).fillna(False).to_numpy()
         | (_initials(b) == a.str.replace(" ", "")).fillna(False).to_numpy()
