@@ -225,7 +225,10 @@ def _name_keys(clean: pd.Series[Any]) -> pd.DataFrame:
     still meets its account)."""
     present = clean.dropna()
     if not len(present):
-        return pd.DataFrame({"pos": pd.Series(dtype="int64"), "key": pd.Series(dtype=object)})
+        none: pd.DataFrame = pd.DataFrame(
+            {"pos": pd.Series(dtype="int64"), "key": pd.Series(dtype=object)}
+        )
+        return none
     compact = present.str.replace(" ", "", regex=False)
     words = present.str.split(" ")
     # The first word's consonants, repeats squeezed: "Rrayel" and "Rayel" both give "ryl".

@@ -109,5 +109,5 @@ def test_conflicting_rows_cannot_both_be_accepted(sb: Sandbox, client: RecotapCl
     matches = crm.recotap.match(client.unmapped_accounts(all=True), name="company",
                                 domain="website")
     matches.loc[["e", "f"], "match_decision"] = "accepted"
-    with pytest.raises(ValidationError, match="quill.de"):
+    with pytest.raises(ValidationError, match=r"quill\.de"):
         matches.recotap.accepted()
