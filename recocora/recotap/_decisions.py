@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any, cast
 
 import pandas as pd
@@ -20,6 +20,7 @@ from .._frames import failure_frame, validation_error
 
 __all__ = [
     "DECISIONS",
+    "accept_proposals",
     "accepted",
     "apply_saved",
     "decide",
@@ -156,14 +157,28 @@ def decide(matches: pd.DataFrame, row: Hashable, decision: str,
                 matches.at[row, "match_name"] = hits["name"].iloc[0]
         matches.at[row, "match_domain"] = domain
     matches.at[row, "match_decision"] = decision
+    _save(matches, [(matches.at[row, "match_external_id"], decision, domain or "")])
+
+
+def accept_proposals(matches: pd.DataFrame, rows: pd.Index) -> None:
+    """Accept the proposed account of every row in ``rows`` at once (in place, and saved)."""
+    matches.loc[rows, "match_decision"] = "accepted"
+    picked = matches.loc[rows]
+    _save(matches, zip(picked["match_external_id"], ["accepted"] * len(picked),
+                       picked["match_domain"].astype(object).fillna(""), strict=True))
+
+
+def _save(matches: pd.DataFrame, records: Iterable[tuple[Any, str, Any]]) -> None:
+    """Append decisions to the file the match was run with, if any."""
     path = matches.attrs.get("decisions")
-    if path:
-        new = not os.path.exists(path) or os.path.getsize(path) == 0
-        with open(path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(_FIELDS)
-            writer.writerow([matches.at[row, "match_external_id"], decision, domain or ""])
+    if not path:
+        return
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(_FIELDS)
+        writer.writerows(records)
 
 
 def accepted(matches: pd.DataFrame, *, auto: bool = True) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from ..recotap._decisions import decide
+from ..recotap._decisions import accept_proposals, decide
 from ..recotap._match import STATUSES, TIERS
 from ._results import ALL
 
@@ -307,7 +307,6 @@ class MatchReview(widgets.VBox):  # type: ignore[misc]
     def accept_all_auto(self) -> int:
         """Accept every ``auto`` row nobody decided yet; returns how many."""
         labels = self.matches.index[self._undecided_auto().to_numpy(dtype=bool)]
-        for label in labels:
-            decide(self.matches, label, "accepted")
+        accept_proposals(self.matches, labels)
         self._render()
         return len(labels)
