@@ -97,7 +97,7 @@ def test_accept_reject_and_no_match_are_written_and_saved(tmp_path: Path) -> Non
     w.rows[0].no_match_button.click()
     # Accept another candidate than the proposal: r6's second brand match.
     w.search.value = "r6"
-    other = [d for d in w.rows[0].choice.options if d != m.loc["r6", "match_domain"]][0]
+    other = next(d for d in w.rows[0].choice.options if d != m.loc["r6", "match_domain"])
     w.rows[0].choice.value = other
     w.rows[0].accept_button.click()
     assert m.loc["r6", "match_domain"] == other
