@@ -374,7 +374,9 @@ def _statuses(cand: pd.DataFrame, n_rows: int, ids: np.ndarray[Any, Any]) -> pd.
     strong = best["tier"].isin(_STRONG).to_numpy()
     disagree = (best["known"].fillna(False).astype(bool)
                 & (best["agree"] < MatchRules.NAMES_DISAGREE)).to_numpy()
-    close = gap < MatchRules.AMBIGUOUS_GAP
+    # A domain beats any brand or name evidence, however close their scores.
+    outranks = strong & ~second["tier"].reindex(rows).isin(_STRONG).to_numpy()
+    close = (gap < MatchRules.AMBIGUOUS_GAP) & ~outranks
     status = np.select(
         [~has, close, strong & ~disagree], ["none", "ambiguous", "auto"], "review"
     ).astype(object)

@@ -165,10 +165,13 @@ def test_a_domain_whose_names_disagree_goes_to_review() -> None:
 
 
 def test_one_brand_in_two_countries() -> None:
-    crm = pd.DataFrame({"company": ["Acme", "Acme"], "website": ["acme.de", "acme.co.uk"],
-                        "externalId": ["a", "b"]})
+    crm = pd.DataFrame({"company": ["Acme", "Acme", "Acme"],
+                        "website": ["acme.de", "acme.co.uk", "shop.acme.fr"],
+                        "externalId": ["a", "b", "c"]})
     m = recocora.match_accounts(crm, POOL, name="company", domain="website")
-    assert m["match_status"].tolist() == ["auto", "ambiguous"]
+    # The same brand elsewhere never makes a domain match ambiguous.
+    assert m["match_status"].tolist() == ["auto", "ambiguous", "auto"]
+    assert m["match_domain"].iloc[2] == "acme.fr"
     assert m["match_domain"].iloc[0] == "acme.de"
     assert "another suffix" in m["match_reason"].iloc[1]
 
