@@ -88,7 +88,7 @@ class MatchRules:
     MAX_BLOCK = 50
     FUZZY_MIN = 0.75
     AMBIGUOUS_GAP = 0.05
-    NAMES_DISAGREE = 0.5
+    NAMES_DISAGREE = 0.6
     MIN_BRAND = 3
 
 
@@ -220,9 +220,10 @@ def _domain_candidates(keys: pd.DataFrame, acc: pd.DataFrame, cap: int) -> pd.Da
 
 
 def _name_keys(clean: pd.Series[Any]) -> pd.DataFrame:
-    """Blocking keys of each cleaned name: its words, the first and last four letters of the
-    name without spaces, and the consonant skeleton of its first word (so a typo in one word
-    still meets its account)."""
+    """Blocking keys of each cleaned name: its words, its first six letters without spaces
+    ("acmetools" meets "acme tools"), and the consonant skeleton of its first word (so a typo
+    there still meets its account). Short keys shared by thousands would cost more pairs
+    than they find."""
     present = clean.dropna()
     if not len(present):
         none: pd.DataFrame = pd.DataFrame(
@@ -237,8 +238,7 @@ def _name_keys(clean: pd.Series[Any]) -> pd.DataFrame:
     )
     keys = pd.concat([
         words.explode(),
-        "^" + compact.str.slice(0, 4),
-        "$" + compact.str.slice(-4),
+        "^" + compact.str.slice(0, 6),
         "~" + skeleton[skeleton.str.len() >= 2],
     ])
     frame = pd.DataFrame({"pos": keys.index.to_numpy(), "key": keys.to_numpy()})
@@ -264,23 +264,32 @@ def _similarity(a: pd.Series[Any], b: pd.Series[Any], scorer: Any) -> np.ndarray
     return out
 
 
-def _initials(clean: pd.Series[Any]) -> pd.Series[Any]:
-    return clean.str.replace(r"(\w)\w*\s*", r"\1", regex=True)
+def _compact(clean: pd.Series[Any]) -> np.ndarray[Any, Any]:
+    """Each name without spaces, "" when missing, as an array to gather pairs from."""
+    return clean.str.replace(" ", "", regex=False).fillna("").to_numpy(dtype=object)
+
+
+def _initials(clean: pd.Series[Any]) -> np.ndarray[Any, Any]:
+    """The first letters of each name's words ("international business machines" → "ibm");
+    a missing name gets a value no name equals."""
+    first = clean.str.split(" ").map(lambda words: "".join(w[:1] for w in words),
+                                     na_action="ignore")
+    return first.fillna("\x00").to_numpy(dtype=object)
 
 
 def _score(cand: pd.DataFrame, crm_clean: pd.Series[Any], acc: pd.DataFrame) -> pd.DataFrame:
     """Name similarities, scores and one candidate per (row, account), the strongest."""
-    a = crm_clean.iloc[cand["row"].to_numpy()].reset_index(drop=True)
-    b = acc["clean"].iloc[cand["acc"].to_numpy()].reset_index(drop=True)
+    rows, accs = cand["row"].to_numpy(), cand["acc"].to_numpy()
+    a = crm_clean.iloc[rows].reset_index(drop=True)
+    b = acc["clean"].iloc[accs].reset_index(drop=True)
     known = (a.notna() & b.notna()).to_numpy()
     ratio = _similarity(a, b, fuzz.token_sort_ratio)
     overlap = _similarity(a, b, fuzz.token_set_ratio)
-    same = a.str.replace(" ", "") == b.str.replace(" ", "")
-    exact = known & same.fillna(False).to_numpy(dtype=bool)
-    acronym = known & (
-        (_initials(a) == b.str.replace(" ", "")).fillna(False).to_numpy()
-        | (_initials(b) == a.str.replace(" ", "")).fillna(False).to_numpy()
-    )
+    # Per name once, then gathered per pair: regex work is per row, not per candidate.
+    crm_compact, acc_compact = _compact(crm_clean)[rows], _compact(acc["clean"])[accs]
+    crm_initials, acc_initials = _initials(crm_clean)[rows], _initials(acc["clean"])[accs]
+    exact = known & (crm_compact == acc_compact)
+    acronym = known & ((crm_initials == acc_compact) | (acc_initials == crm_compact))
     ratio = np.where(exact, 1.0, ratio)
     cand = cand.reset_index(drop=True).assign(
         known=known, ratio=ratio, agree=np.maximum(overlap, np.where(acronym, 1.0, 0.0))
