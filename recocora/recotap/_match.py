@@ -11,23 +11,18 @@ rapidfuzz scores them pair by pair (``process.cpdist``), never the full cross pr
 
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from rapidfuzz import fuzz, process
+from rapidfuzz import fuzz
 
 from .._frames import failure_frame, validation_error
 from ._decisions import apply_saved, drop_rejected, read_decisions
 from ._domains import domain_problems
-from ._match_data import (
-    FREE_MAIL_BRANDS,
-    FREE_MAIL_DOMAINS,
-    LEGAL_FORMS,
-    NAME_CONNECTORS,
-)
+from ._match_data import FREE_MAIL_BRANDS, FREE_MAIL_DOMAINS
+from ._names import clean_names, compact, initials, name_keys, similarity
 from ._psl import registrable
 
 __all__ = [
@@ -36,7 +31,6 @@ __all__ = [
     "STATUSES",
     "TIERS",
     "MatchRules",
-    "clean_names",
     "match_accounts",
 ]
 
@@ -90,35 +84,6 @@ class MatchRules:
     AMBIGUOUS_GAP = 0.05
     NAMES_DISAGREE = 0.6
     MIN_BRAND = 3
-
-
-# -- names --------------------------------------------------------------------------------------
-
-_FORMS = "|".join(sorted(LEGAL_FORMS, key=len, reverse=True))
-_TRAILING_FORMS = re.compile(rf"(?:\s+(?:{_FORMS}))+$")
-_CONNECTOR = re.compile(rf"(?<=\S)\s+(?:{'|'.join(NAME_CONNECTORS)})\s+(?=\S)")
-
-
-def clean_names(names: pd.Series[Any]) -> pd.Series[Any]:
-    """Company names reduced to what tells them apart: lower case, accents folded, ``&`` and
-    "and" dropped, punctuation gone, trailing legal forms (Inc, Ltd, GmbH, SAS, BV ...)
-    removed. The first word always stays, so no name is cleaned down to nothing; a missing
-    or empty name gives ``<NA>``.
-
-    >>> clean_names(pd.Series(["ACME Incorporated", "Acme, Inc.", "Müller & Söhne GmbH"]))
-    0              acme
-    1              acme
-    2    muller sohne
-    dtype: string
-    """
-    s = names.astype(_STRING)
-    s = s.str.normalize("NFKD").str.replace(r"[\u0300-\u036f]", "", regex=True).str.casefold()
-    s = s.str.replace(".", "", regex=False).str.replace("'", "", regex=False)
-    s = s.str.replace(r"[\W_]+", " ", regex=True).str.strip()
-    s = s.str.replace(r"^the\s+(?=\S)", "", regex=True)
-    s = s.str.replace(_CONNECTOR, " ", regex=True)
-    s = s.str.replace(_TRAILING_FORMS, "", regex=True)
-    return cast("pd.Series[Any]", s.where(s.str.len() > 0))
 
 
 # -- domains ------------------------------------------------------------------------------------
@@ -219,62 +184,12 @@ def _domain_candidates(keys: pd.DataFrame, acc: pd.DataFrame, cap: int) -> pd.Da
                                           ignore_index=True))
 
 
-def _name_keys(clean: pd.Series[Any]) -> pd.DataFrame:
-    """Blocking keys of each cleaned name: its words, its first six letters without spaces
-    ("acmetools" meets "acme tools"), and the consonant skeleton of its first word (so a typo
-    there still meets its account). Short keys shared by thousands would cost more pairs
-    than they find."""
-    present = clean.dropna()
-    if not len(present):
-        none: pd.DataFrame = pd.DataFrame(
-            {"pos": pd.Series(dtype="int64"), "key": pd.Series(dtype=object)}
-        )
-        return none
-    compact = present.str.replace(" ", "", regex=False)
-    words = present.str.split(" ")
-    # The first word's consonants, repeats squeezed: "Rrayel" and "Rayel" both give "ryl".
-    skeleton = words.str[0].str.replace(r"(?<=.)[aeiouy]", "", regex=True).str.replace(
-        r"(.)\1+", r"\1", regex=True
-    )
-    keys = pd.concat([
-        words.explode(),
-        "^" + compact.str.slice(0, 6),
-        "~" + skeleton[skeleton.str.len() >= 2],
-    ])
-    frame = pd.DataFrame({"pos": keys.index.to_numpy(), "key": keys.to_numpy()})
-    return cast("pd.DataFrame", frame.drop_duplicates())
-
-
 def _name_candidates(clean: pd.Series[Any], acc: pd.DataFrame, cap: int) -> pd.DataFrame:
-    left = _name_keys(clean.reset_index(drop=True)).rename(columns={"pos": "row"})
-    right = _name_keys(acc["clean"]).rename(columns={"pos": "acc"})
+    left = name_keys(clean.reset_index(drop=True)).rename(columns={"pos": "row"})
+    right = name_keys(acc["clean"]).rename(columns={"pos": "acc"})
     pairs = _pairs(left, right, "key", cap)[["row", "acc"]].drop_duplicates()
     out = pairs.assign(tier="name_fuzzy", base=0.0, host=None, reg=None, brand=None)
     return cast("pd.DataFrame", out)
-
-
-def _similarity(a: pd.Series[Any], b: pd.Series[Any], scorer: Any) -> np.ndarray[Any, Any]:
-    known = (a.notna() & b.notna()).to_numpy()
-    out = np.zeros(len(a))
-    if known.any():
-        out[known] = process.cpdist(
-            a[known].astype(str).tolist(), b[known].astype(str).tolist(),
-            scorer=scorer, workers=-1,
-        ) / 100.0
-    return out
-
-
-def _compact(clean: pd.Series[Any]) -> np.ndarray[Any, Any]:
-    """Each name without spaces, "" when missing, as an array to gather pairs from."""
-    return clean.str.replace(" ", "", regex=False).fillna("").to_numpy(dtype=object)
-
-
-def _initials(clean: pd.Series[Any]) -> np.ndarray[Any, Any]:
-    """The first letters of each name's words ("international business machines" → "ibm");
-    a missing name gets a value no name equals."""
-    first = clean.str.split(" ").map(lambda words: "".join(w[:1] for w in words),
-                                     na_action="ignore")
-    return first.fillna("\x00").to_numpy(dtype=object)
 
 
 def _score(cand: pd.DataFrame, crm_clean: pd.Series[Any], acc: pd.DataFrame) -> pd.DataFrame:
@@ -283,11 +198,11 @@ def _score(cand: pd.DataFrame, crm_clean: pd.Series[Any], acc: pd.DataFrame) -> 
     a = crm_clean.iloc[rows].reset_index(drop=True)
     b = acc["clean"].iloc[accs].reset_index(drop=True)
     known = (a.notna() & b.notna()).to_numpy()
-    ratio = _similarity(a, b, fuzz.token_sort_ratio)
-    overlap = _similarity(a, b, fuzz.token_set_ratio)
+    ratio = similarity(a, b, fuzz.token_sort_ratio)
+    overlap = similarity(a, b, fuzz.token_set_ratio)
     # Per name once, then gathered per pair: regex work is per row, not per candidate.
-    crm_compact, acc_compact = _compact(crm_clean)[rows], _compact(acc["clean"])[accs]
-    crm_initials, acc_initials = _initials(crm_clean)[rows], _initials(acc["clean"])[accs]
+    crm_compact, acc_compact = compact(crm_clean)[rows], compact(acc["clean"])[accs]
+    crm_initials, acc_initials = initials(crm_clean)[rows], initials(acc["clean"])[accs]
     exact = known & (crm_compact == acc_compact)
     acronym = known & ((crm_initials == acc_compact) | (acc_initials == crm_compact))
     ratio = np.where(exact, 1.0, ratio)

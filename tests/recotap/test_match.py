@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import recocora
 from recocora.errors import ValidationError
-from recocora.recotap._match import MATCH_COLUMNS, STATUSES, TIERS, clean_names
+from recocora.recotap._match import MATCH_COLUMNS, STATUSES, TIERS
+from recocora.recotap._names import clean_names
 
 from .matchdata import make_fixture
 
