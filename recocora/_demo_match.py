@@ -19,6 +19,10 @@ __all__ = ["match_export"]
 _LONG_FORMS = {"Inc": "Incorporated", "Ltd": "Limited", "Corp": "Corporation", "Co": "Company",
                "GmbH": "G.m.b.H.", "AG": "A.G.", "SA": "S.A.", "LLC": "L.L.C.", "BV": "B.V."}
 _FREE = ("gmail.com", "yahoo.co.uk", "hotmail.fr", "outlook.com")
+# One word away from an industry the demo accounts use: "Acme Tools" → "Acme Foods".
+_LOOKALIKE = {"Tools": "Foods", "Foods": "Tools", "Health": "Wealth", "Metrics": "Matrix",
+              "Cloud": "Clout", "Labs": "Tabs", "Works": "Forks", "Systems": "Sisters",
+              "Data": "Date", "Energy": "Synergy", "Freight": "Flight", "Pharma": "Farma"}
 
 
 def _website(domain: str, k: int) -> str | None:
@@ -62,8 +66,12 @@ def match_export(accounts: Sequence[Mapping[str, Any]], rows: int = 60,
         records.append({"company": company, "website": site, "email": email, "truth": domain})
     if len(picked) >= 4:
         look, resold, abroad, contested = picked[-4:]
-        brand = str(look["name"]).split()[0]
-        records.append({"company": f"{brand} Foods & Wine Ltd", "website": None,
+        # The look-alike of a company whose industry has a one-word-away twin, if any.
+        look = next((a for a in picked if len(str(a["name"]).split()) > 1
+                     and str(a["name"]).split()[1] in _LOOKALIKE), look)
+        words = str(look["name"]).split()
+        twin = _LOOKALIKE.get(words[1], "Foods & Wine") if len(words) > 1 else "Foods & Wine"
+        records.append({"company": f"{words[0]} {twin} Ltd", "website": None,
                         "email": f"orders@{rng.choice(_FREE)}", "truth": None})
         records.append({"company": "Northwind Consulting",
                         "website": f"{resold['domain']}/partners", "email": None, "truth": None})

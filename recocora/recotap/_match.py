@@ -194,12 +194,22 @@ def _name_candidates(clean: pd.Series[Any], acc: pd.DataFrame, cap: int) -> pd.D
 
 def _score(cand: pd.DataFrame, crm_clean: pd.Series[Any], acc: pd.DataFrame) -> pd.DataFrame:
     """Name similarities, scores and one candidate per (row, account), the strongest."""
+    # An edit similarity cannot exceed 1 - |len a - len b| / (len a + len b): name pairs too
+    # unequal in length to reach FUZZY_MIN are dropped before anything is scored.
+    left = crm_clean.str.len().fillna(0).to_numpy(dtype=float)[cand["row"].to_numpy()]
+    right = acc["clean"].str.len().fillna(0).to_numpy(dtype=float)[cand["acc"].to_numpy()]
+    reach = 1 - np.abs(left - right) / np.maximum(left + right, 1)
+    by_name = (cand["tier"] == "name_fuzzy").to_numpy()
+    cand = cand[~by_name | (reach >= MatchRules.FUZZY_MIN)].reset_index(drop=True)
     rows, accs = cand["row"].to_numpy(), cand["acc"].to_numpy()
     a = crm_clean.iloc[rows].reset_index(drop=True)
     b = acc["clean"].iloc[accs].reset_index(drop=True)
     known = (a.notna() & b.notna()).to_numpy()
     ratio = similarity(a, b, fuzz.token_sort_ratio)
-    overlap = similarity(a, b, fuzz.token_set_ratio)
+    # Whether names agree only matters beside domain evidence: not scored for name pairs.
+    overlap = np.zeros(len(cand))
+    beside = (cand["tier"] != "name_fuzzy").to_numpy()
+    overlap[beside] = similarity(a[beside], b[beside], fuzz.token_set_ratio)
     # Per name once, then gathered per pair: regex work is per row, not per candidate.
     crm_compact, acc_compact = compact(crm_clean)[rows], compact(acc["clean"])[accs]
     crm_initials, acc_initials = initials(crm_clean)[rows], initials(acc["clean"])[accs]

@@ -70,6 +70,7 @@ def name_keys(clean: pd.Series[Any]) -> pd.DataFrame:
 
 
 def similarity(a: pd.Series[Any], b: pd.Series[Any], scorer: Any) -> np.ndarray[Any, Any]:
+    """Pairwise similarity (0-1) of ``a`` and ``b`` by ``scorer``, 0 where either is missing."""
     known = (a.notna() & b.notna()).to_numpy()
     out = np.zeros(len(a))
     if known.any():

@@ -39,7 +39,8 @@ def registrable(hosts: pd.Series[Any]) -> pd.DataFrame:
     for host in distinct:
         found = psl.privatesuffix(host)
         domain[host] = found
-        brand[host] = None if found is None else found[: -len(psl.publicsuffix(host)) - 1]
+        # A registrable domain is one label on top of its public suffix: that label.
+        brand[host] = None if found is None else found.split(".", 1)[0]
     out: pd.DataFrame = pd.DataFrame(
         {
             "domain": hosts.map(domain).astype("string"),
