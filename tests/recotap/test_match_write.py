@@ -111,3 +111,27 @@ def test_conflicting_rows_cannot_both_be_accepted(sb: Sandbox, client: RecotapCl
     matches.loc[["e", "f"], "match_decision"] = "accepted"
     with pytest.raises(ValidationError, match=r"quill\.de"):
         matches.recotap.accepted()
+
+
+def test_the_demo_export_matches_with_every_auto_row_right(
+    sb: Sandbox, client: RecotapClient
+) -> None:
+    from recocora._demo_match import match_export
+
+    sb.reset(seed="demo")
+    unmapped = client.unmapped_accounts(all=True)
+    export = match_export([{"name": n, "domain": d}
+                           for n, d in zip(unmapped["name"], unmapped["domain"], strict=True)])
+    matches = export.drop(columns="truth").recotap.match(
+        unmapped, name="company", domain="website", email="email", external_id="crm_id")
+    auto = matches["match_status"] == "auto"
+    assert auto.sum() > 40
+    assert (matches.loc[auto, "match_domain"] == export.loc[auto, "truth"]).all()
+    # Name-only rows (a free-mail address) and the look-alike wait for a person.
+    free = export["email"].str.contains("gmail|yahoo|hotmail|outlook", na=False)
+    assert not auto[free].any()
+    assert set(matches.loc[free & export["truth"].notna(), "match_status"]) <= {
+        "review", "ambiguous"}
+    assert (matches["match_status"] == "conflict").sum() == 2
+    reseller = export["company"] == "Northwind Consulting"
+    assert matches.loc[reseller, "match_status"].tolist() == ["review"]
