@@ -11,6 +11,7 @@ rapidfuzz scores them pair by pair (``process.cpdist``), never the full cross pr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
@@ -395,7 +396,7 @@ def match_accounts(
     domain: Columns = None,
     email: Columns = None,
     external_id: Hashable | None = None,
-    decisions: str | None = None,
+    decisions: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Match each CRM row to the Recotap account it most likely is, and say why.
 
@@ -457,5 +458,5 @@ def match_accounts(
     if saved is not None:
         result = apply_saved(result, saved, candidates)
     result.attrs["candidates"] = candidates
-    result.attrs["decisions"] = decisions
+    result.attrs["decisions"] = None if decisions is None else os.fspath(decisions)
     return result

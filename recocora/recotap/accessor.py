@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +134,7 @@ class RecotapAccessor:
         domain: Columns = None,
         email: Columns = None,
         external_id: Hashable | None = None,
-        decisions: str | None = None,
+        decisions: str | os.PathLike[str] | None = None,
     ) -> pd.DataFrame:
         """Match the frame's rows to Recotap accounts by domain, e-mail and name
         (:func:`recocora.match_accounts`, which says what every column means).
