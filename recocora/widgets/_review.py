@@ -61,40 +61,48 @@ class RowReview(widgets.VBox):  # type: ignore[misc]
 
     Parts: ``header`` (HTML), ``table`` (HTML of the candidates), ``choice`` (the candidate
     domain **Accept** takes), ``accept_button``, ``reject_button``, ``no_match_button``.
+    The review keeps one per place on the page and shows another row in it with
+    :meth:`show`, so paging and deciding create no new widgets.
     """
 
-    def __init__(self, review: MatchReview, label: Hashable) -> None:
-        self.label = label
+    def __init__(self, review: MatchReview) -> None:
+        self.label: Hashable = None
         self._review = review
-        row: pd.Series[Any] = review.matches.loc[label]  # type: ignore[call-overload]
-        mine = review.candidates_of(label)
-        self.header = widgets.HTML(self._header(row))
-        self.table = widgets.HTML(self._table(mine))
-        options = list(dict.fromkeys(mine["domain"].astype(str).tolist()))
-        proposal = _text(row["match_domain"])
-        if proposal and proposal not in options:
-            options.insert(0, proposal)
-        self.choice = widgets.Dropdown(
-            options=options, value=proposal if proposal else (options[0] if options else None),
-            description="account", layout=widgets.Layout(width="24em"),
-            disabled=not options,
-        )
+        self.header = widgets.HTML()
+        self.table = widgets.HTML()
+        self.choice = widgets.Dropdown(options=[], description="account",
+                                       layout=widgets.Layout(width="24em"))
         self.accept_button = widgets.Button(description="Accept", button_style="success",
-                                            disabled=not options,
                                             tooltip="Write this CRM id onto the chosen account")
         self.reject_button = widgets.Button(description="Reject", button_style="warning",
-                                            disabled=not proposal,
                                             tooltip="The proposed account is not this row")
         self.no_match_button = widgets.Button(description="No match",
                                               tooltip="None of these accounts is this row")
-        self.accept_button.on_click(lambda _: review.accept(label, self.choice.value))
-        self.reject_button.on_click(lambda _: review.reject(label))
-        self.no_match_button.on_click(lambda _: review.no_match(label))
+        self.accept_button.on_click(lambda _: review.accept(self.label, self.choice.value))
+        self.reject_button.on_click(lambda _: review.reject(self.label))
+        self.no_match_button.on_click(lambda _: review.no_match(self.label))
         buttons = widgets.HBox([self.choice, self.accept_button, self.reject_button,
                                 self.no_match_button])
         super().__init__([self.header, self.table, buttons],
                          layout=widgets.Layout(border="1px solid var(--jp-border-color2)",
                                                margin="4px 0", padding="4px"))
+
+    def show(self, label: Hashable) -> RowReview:
+        """Show row ``label`` of the review's matches here."""
+        self.label = label
+        row: pd.Series[Any] = self._review.matches.loc[label]  # type: ignore[call-overload]
+        mine = self._review.candidates_of(label)
+        self.header.value = self._header(row)
+        self.table.value = self._table(mine)
+        options = list(dict.fromkeys(mine["domain"].astype(str).tolist()))
+        proposal = _text(row["match_domain"])
+        if proposal and proposal not in options:
+            options.insert(0, proposal)
+        self.choice.options = options
+        self.choice.value = proposal if proposal else (options[0] if options else None)
+        self.choice.disabled = self.accept_button.disabled = not options
+        self.reject_button.disabled = not proposal
+        return self
 
     def _header(self, row: pd.Series[Any]) -> str:
         decision = _text(row.get("match_decision"))
@@ -154,6 +162,11 @@ class MatchReview(widgets.VBox):  # type: ignore[misc]
         self.page_size = max(1, int(page_size))
         self.page = 0
         self.rows: list[RowReview] = []
+        # Widgets are made once and reused: a notebook keeps every widget ever made.
+        self._slots = [RowReview(self) for _ in range(self.page_size)]
+        self._conflict_slots: list[RowReview] = []
+        self._titles: list[widgets.HTML] = []
+        self._empty = widgets.HTML()
         self.conflict_groups: dict[str, list[RowReview]] = {}
         self.counts_html = widgets.HTML()
         self.status_filter = widgets.Dropdown(options=[ALL, *STATUSES], value=ALL,
@@ -234,29 +247,37 @@ class MatchReview(widgets.VBox):  # type: ignore[misc]
         shown = self.shown
         first = self.page * self.page_size
         labels = shown.index[first:first + self.page_size]
-        self.rows = [RowReview(self, label) for label in labels]
+        self.rows = [slot.show(label) for slot, label in zip(self._slots, labels, strict=False)]
         total = len(shown)
         self.page_label.value = (f"rows {first + 1:,}-{first + len(labels):,} of {total:,}"
                                  if total else "0 rows")
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.n_pages - 1
-        self.body.children = self.rows or [widgets.HTML("<em>No rows match the filters.</em>")]
+        self._empty.value = "<em>No rows match the filters.</em>"
+        self.body.children = self.rows or [self._empty]
 
     def _render_conflicts(self) -> None:
         m = self.matches
         contested = m[(m["match_status"] == "conflict").to_numpy()]
         self.conflict_groups = {}
         parts: list[widgets.Widget] = []
-        for domain, group in contested.groupby("match_domain", sort=True):
-            rows = [RowReview(self, label) for label in group.index]
+        groups = list(contested.groupby("match_domain", sort=True))
+        while len(self._conflict_slots) < len(contested):
+            self._conflict_slots.append(RowReview(self))
+        while len(self._titles) < len(groups):
+            self._titles.append(widgets.HTML())
+        slots = iter(self._conflict_slots)
+        for title, (domain, group) in zip(self._titles, groups, strict=False):
+            rows = [next(slots).show(label) for label in group.index]
             self.conflict_groups[str(domain)] = rows
-            title = (f'<div style="{_BOX}"><b>{html.escape(str(domain))}</b>: claimed by '
-                     f"{len(rows)} CRM rows; accept the one that owns it.</div>")
-            parts.append(widgets.VBox([widgets.HTML(title), *rows]))
+            title.value = (f'<div style="{_BOX}"><b>{html.escape(str(domain))}</b>: claimed '
+                           f"by {len(rows)} CRM rows; accept the one that owns it.</div>")
+            parts += [title, *rows]
         self.rows = []
         self.page_label.value = f"{len(self.conflict_groups):,} contested accounts"
         self.prev_button.disabled = self.next_button.disabled = True
-        self.body.children = parts or [widgets.HTML("<em>No conflicts.</em>")]
+        self._empty.value = "<em>No conflicts.</em>"
+        self.body.children = parts or [self._empty]
 
     def _counts(self) -> str:
         m = self.matches
