@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pandas as pd
 
-from .._frames import failure_frame, validation_error
+from .._validation import failure_frame, validation_error
 
 __all__ = [
     "DECISIONS",

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz
 
-from .._frames import failure_frame, validation_error
+from .._validation import failure_frame, validation_error
 from ._decisions import apply_saved, drop_rejected, read_decisions
 from ._domains import domain_problems
 from ._match_data import FREE_MAIL_BRANDS, FREE_MAIL_DOMAINS
