@@ -34,6 +34,7 @@ from .errors import (
 from .recotap import accessor as _recotap_accessor  # registers df.recotap
 from .recotap._client import RecotapClient
 from .recotap._domains import normalize_domain
+from .recotap._match import match_accounts
 
 del _cora_accessor, _recotap_accessor
 
@@ -56,6 +57,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "changes_table",
+    "match_accounts",
     "normalize_domain",
     "normalize_phone",
 ]

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
+from ._demo_match import match_export
 from ._progress import format_duration
 from ._report import changes_table, count_lines, status_counts
 from ._validation import failure_message
@@ -31,8 +32,10 @@ from .cora._phones import normalize_phone
 from .cora.accessor import CoraAccessor
 from .recotap._client import RecotapClient
 from .recotap._domains import normalize_domain
+from .recotap._match import STATUSES as MATCH_STATUSES
 from .recotap.accessor import RecotapAccessor
 from .sandbox import Sandbox
+from .widgets._review import MatchReview
 
 __all__ = ["crm_companies", "messy_accounts", "run"]
 
@@ -244,6 +247,7 @@ def run(rows: int = 1000, *, progress: bool = True, out: TextIO | None = None) -
         try:
             cora_res = _cora_part(story, sb, cora, rows, progress)
             rtp_res = _recotap_part(story, sb, rtp, max(20, rows // 3), progress)
+            _match_part(story, rtp, progress)
         finally:
             cora.close()
             rtp.close()
@@ -368,6 +372,62 @@ def _recotap_part(story: _Story, sb: Sandbox, rtp: RecotapClient, rows: int,
         left = rtp.unmapped_accounts(limit=rtp.MAX_LIMIT)
         story.say(f"  Accounts still without an id: {len(unmapped):,} -> {len(left):,}.")
     return res
+
+
+def _match_part(story: _Story, rtp: RecotapClient, progress: bool) -> None:
+    """The accounts left: a messier CRM export matched by domain, e-mail and name, reviewed,
+    and only the accepted rows mapped."""
+    with story.section("A messier export: match by domain, e-mail and name"):
+        story.code("unmapped = rtp.unmapped_accounts(all=True)  # every page, not the first",
+                   "matches = crm.recotap.match(unmapped, name='company', domain='website',",
+                   "                            email='email', external_id='crm_id')")
+        unmapped = rtp.unmapped_accounts(all=True)
+        export = match_export([{"name": n, "domain": d} for n, d in
+                               zip(unmapped["name"], unmapped["domain"], strict=True)])
+        crm = export.drop(columns="truth")
+        matches = RecotapAccessor(crm).match(unmapped, name="company", domain="website",
+                                             email="email", external_id="crm_id")
+        tally = matches["match_status"].value_counts()
+        story.say(*count_lines({s: int(tally[s]) for s in MATCH_STATUSES if s in tally}))
+        auto = matches["match_status"] == "auto"
+        right = int((matches.loc[auto, "match_domain"] == export.loc[auto, "truth"]).sum())
+        story.say(f"  Every auto row checked against the export's answer: {right:,} of "
+                  f"{int(auto.sum()):,} right.")
+        # One row of each kind a person will see: look-alike, name only, reseller, conflict.
+        grey = matches[matches["match_status"] != "auto"].drop_duplicates(
+            ["match_status", "match_tier"])
+        for status, reason in zip(grey["match_status"], grey["match_reason"], strict=True):
+            story.say(f"  {status}: {reason}")
+
+    with story.section("Review, then map only what was accepted"):
+        story.code("review = matches.recotap.review()   # the widget, in a notebook",
+                   "accepted = matches.recotap.accepted()",
+                   "res = accepted.recotap.map_ids(client=rtp, verify=True)")
+        review = MatchReview(matches)
+        # As a person would: names equal once cleaned pass, the rest of the review is left.
+        same_name = matches.index[(matches["match_status"] == "review").to_numpy()
+                                  & (matches["match_tier"] == "name_exact").to_numpy()]
+        for label in same_name:
+            review.accept(label)
+        contested = matches.index[(matches["match_status"] == "conflict").to_numpy()]
+        if len(contested):
+            review.accept(contested[0])
+        review.accept_all_auto()
+        accepted = RecotapAccessor(matches).accepted()
+        story.say(f"  Accepted {len(same_name):,} name-only rows after a look, "
+                  f"{min(1, len(contested))} of the {len(contested)} rows in conflict, and "
+                  "the auto rows.")
+        res = RecotapAccessor(accepted).map_ids(client=rtp, verify=True, progress=progress)
+        story.say(*count_lines(status_counts(res)))
+        stored = rtp.accounts(domains=accepted["domain"].tolist())
+        written = dict(zip(stored["domain"], stored["externalId"], strict=True))
+        left = set(rtp.unmapped_accounts(all=True)["domain"])
+        exact = left == set(unmapped["domain"]) - set(accepted["domain"]) and all(
+            written.get(d) == i
+            for d, i in zip(accepted["domain"], accepted["externalId"], strict=True)
+        )
+        story.say(f"  Recotap now holds exactly the {len(accepted):,} accepted ids, and no "
+                  f"other account changed: {'yes' if exact else 'NO'}.")
 
 
 def _summary(story: _Story, sb: Sandbox, cora_res: pd.DataFrame,

@@ -34,6 +34,7 @@ from .cora._client import CoraClient
 from .cora.accessor import CoraAccessor
 from .errors import ConfigError, RecocoraError, RunInterrupted, TooManyFailedError, ValidationError
 from .recotap._client import RecotapClient
+from .recotap._match_cli import add_match_parser, run_match
 from .recotap.accessor import RecotapAccessor
 from .sandbox._command import add_sandbox_parser, run_sandbox
 
@@ -202,6 +203,7 @@ def _recotap_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     u.add_argument("--limit", type=int, default=RecotapClient.MAX_LIMIT,
                    help=f"how many to list, 1 to {RecotapClient.MAX_LIMIT} (the default)")
     u.add_argument("--out", metavar="FILE", help="write them here (.csv or .parquet)")
+    add_match_parser(rsub)
 
 
 def _add_journal(p: argparse.ArgumentParser) -> None:
@@ -416,6 +418,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_cora_upsert(args)
     if args.action == "map-ids":
         return _run_recotap_map(args)
+    if args.action == "match":
+        return run_match(args, read_frame, write_frame, UsageError)
     return _run_recotap_unmapped(args)
 
 

@@ -16,6 +16,7 @@ MEASURE_LINES = (
     "peak memory sending 5,000 rows (sandbox, window 0, dry run)",
     "re-sync 2,000 rows, 1% changed, journal",
     "preview 2,000 rows, 10 ms latency: diff()",
+    "match 2,000 CRM rows to 1,000 accounts",
 )
 NUMBER = re.compile(r"\d+(\.\d+)?")
 

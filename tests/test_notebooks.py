@@ -189,7 +189,7 @@ def test_data_files_are_what_make_data_writes(tmp_path: Path) -> None:
     spec.loader.exec_module(module)
 
     assert module.main([str(tmp_path)]) == 0
-    for name in ("messy_accounts.csv", "crm_accounts.csv"):
+    for name in ("messy_accounts.csv", "crm_accounts.csv", "crm_messy.csv"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
 

@@ -12,7 +12,14 @@ backfill into Recotap: mostly companies Recotap holds without an id, some it hol
 same id or another one, a few it does not know, one company listed twice (a later row with a
 new id), and one website that is an e-mail address. Websites are written as people write them.
 
-Both files depend only on the demo seed, which is deterministic, and on the fixed random seeds
+``crm_messy.csv`` is a messier export of more companies (``company``, ``website``, ``email``,
+``crm_id``) to match by domain, e-mail and name: URLs, shop subdomains, rows with only a
+colleague's e-mail or only a name and a free-mail address, a look-alike company, a reseller
+on a customer's website, a brand under another country's suffix, and two CRM ids claiming
+one account (see ``recocora._demo_match``). It covers unmapped accounts that
+``crm_accounts.csv`` does not.
+
+The files depend only on the demo seed, which is deterministic, and on the fixed random seeds
 below: running this again writes the same bytes.
 
     python notebooks/data/make_data.py            # writes beside this file
@@ -30,6 +37,7 @@ from typing import Any
 import idna
 import pandas as pd
 
+from recocora._demo_match import match_export
 from recocora.sandbox import Sandbox
 
 HERE = Path(__file__).resolve().parent
@@ -173,7 +181,12 @@ def main(argv: Sequence[str]) -> int:
         recotap = sorted(sb.recotap_accounts(), key=lambda a: str(a["rtp_aid"]))
     messy_accounts(cora).to_csv(out / "messy_accounts.csv", index=False, lineterminator="\n")
     crm_accounts(recotap).to_csv(out / "crm_accounts.csv", index=False, lineterminator="\n")
-    print(f"wrote {out / 'messy_accounts.csv'} and {out / 'crm_accounts.csv'}")
+    # The unmapped accounts crm_accounts.csv leaves for the matching step.
+    rest = [a for a in recotap if not a.get("externalId")][300:]
+    match_export(rest).drop(columns="truth").to_csv(
+        out / "crm_messy.csv", index=False, lineterminator="\n"
+    )
+    print(f"wrote messy_accounts.csv, crm_accounts.csv and crm_messy.csv in {out}")
     return 0
 
 

@@ -219,22 +219,35 @@ class RecotapClient:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def unmapped_accounts(self, limit: int = 100) -> pd.DataFrame:
+    def unmapped_accounts(self, limit: int = 100, *, all: bool = False) -> pd.DataFrame:
         """Accounts that have no external id yet, as a DataFrame ``[name, domain]``.
 
-        The endpoint has no pagination: it returns the first ``limit`` unmapped accounts.
-        To walk them all, map a batch and ask again.
+        By default this asks the List Unmapped Accounts endpoint once: **one request**, but
+        it returns only the first ``limit`` unmapped accounts and has no pagination, so a
+        match against it misses the rest. ``all=True`` instead walks every account with
+        List Accounts, page by page, and keeps those without an external id: **one request
+        per** ``limit`` **accounts of the whole tenant, mapped or not** (``limit`` is then the
+        page size), in exchange for the complete set.
 
         >>> rtp.unmapped_accounts(limit=1000).columns.tolist()  # doctest: +SKIP
         ['name', 'domain']
+        >>> everything = rtp.unmapped_accounts(all=True)  # doctest: +SKIP
         """
         if not 1 <= int(limit) <= self.MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {self.MAX_LIMIT}, not {limit}")
-        reply = self.transport.request("GET", UNMAPPED, query=[("limit", str(int(limit)))])
-        items = _data(reply)
-        rows = items if isinstance(items, list) else []
-        names = [r.get("name") if isinstance(r, dict) else None for r in rows]
-        domains = [r.get("domain") if isinstance(r, dict) else None for r in rows]
+        if all:
+            listed = self.accounts(limit=int(limit))
+            ids = listed["externalId"]
+            bare = ids.isna() | (ids.astype("string").str.strip() == "").fillna(True)
+            listed = listed[bare.to_numpy(dtype=bool)]
+            names = listed["name"].tolist()
+            domains = listed["domain"].tolist()
+        else:
+            reply = self.transport.request("GET", UNMAPPED, query=[("limit", str(int(limit)))])
+            items = _data(reply)
+            rows = items if isinstance(items, list) else []
+            names = [r.get("name") if isinstance(r, dict) else None for r in rows]
+            domains = [r.get("domain") if isinstance(r, dict) else None for r in rows]
         frame: pd.DataFrame = pd.DataFrame(
             {"name": pd.array(names, dtype="string"), "domain": pd.array(domains, dtype="string")}
         )

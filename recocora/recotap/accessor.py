@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,15 @@ import pandas as pd
 
 from .._journal import JournalSpec
 from ._client import RecotapClient
+from ._decisions import accepted
 from ._mapping import OnInvalid, map_ids
 from ._mapping import diff as local_diff
+from ._match import Columns, match_accounts
 from ._schema import validate
 
 if TYPE_CHECKING:
     from ..widgets._preview import RecotapPreview
+    from ..widgets._review import MatchReview
 
 __all__ = ["RecotapAccessor"]
 
@@ -124,3 +128,48 @@ class RecotapAccessor:
         from ..widgets._preview import RecotapPreview
 
         return RecotapPreview(self._df, client, **map_ids_kwargs)
+
+    def match(
+        self,
+        accounts: pd.DataFrame,
+        *,
+        name: Hashable | None = None,
+        domain: Columns = None,
+        email: Columns = None,
+        external_id: Hashable | None = None,
+        decisions: str | os.PathLike[str] | None = None,
+    ) -> pd.DataFrame:
+        """Match the frame's rows to Recotap accounts by domain, e-mail and name
+        (:func:`recocora.match_accounts`, which says what every column means).
+
+        >>> matches = crm.recotap.match(rtp.unmapped_accounts(all=True), name="company",
+        ...                             domain="website", email="email")  # doctest: +SKIP
+        >>> matches["match_status"].value_counts()  # doctest: +SKIP
+        """
+        return match_accounts(
+            self._df, accounts, name=name, domain=domain, email=email,
+            external_id=external_id, decisions=decisions,
+        )
+
+    def review(self, page_size: int = 10) -> MatchReview:
+        """A notebook widget to review a matches frame: counts by status, filters, search,
+        each row's candidates with score and reason, **Accept** / **Reject** / **No match**,
+        the conflicts grouped by account, and **Accept all auto**. Decisions are written into
+        the frame and appended to its decisions file (``decisions=`` of the match).
+
+        >>> matches.recotap.review()  # doctest: +SKIP
+        """
+        from ..widgets._review import MatchReview
+
+        return MatchReview(self._df, page_size=page_size)
+
+    def accepted(self, auto: bool = True) -> pd.DataFrame:
+        """The matches to write, as ``[domain, externalId]`` with the CRM index, ready for
+        :meth:`map_ids`: rows accepted in review plus, with ``auto=True``, the ``auto`` rows
+        nobody rejected. Two different ids on one domain raise
+        :class:`~recocora.ValidationError`. ``map_ids`` still refuses to replace an id an
+        account gained meanwhile.
+
+        >>> matches.recotap.accepted().recotap.map_ids(client=rtp)  # doctest: +SKIP
+        """
+        return accepted(self._df, auto=auto)

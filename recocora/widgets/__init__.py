@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ._preview import CoraPreview, Preview, RecotapPreview
 from ._results import PagedTable
+from ._review import MatchReview
 
-__all__ = ["CoraPreview", "PagedTable", "Preview", "RecotapPreview"]
+__all__ = ["CoraPreview", "MatchReview", "PagedTable", "Preview", "RecotapPreview"]
 
 for _name in __all__:
     globals()[_name].__module__ = __name__

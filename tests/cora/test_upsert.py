@@ -292,7 +292,7 @@ def test_public_names_are_guarded() -> None:
         "JournalError", "NotFoundError", "RateLimitError", "RecocoraError", "RecotapClient",
         "RequestRejectedError", "RunInterrupted", "ServerError", "TooManyFailedError",
         "TransportError", "ValidationError", "__version__", "changes_table",
-        "normalize_domain", "normalize_phone",
+        "match_accounts", "normalize_domain", "normalize_phone",
     }
     for name in recocora.__all__:
         assert hasattr(recocora, name)
