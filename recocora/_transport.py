@@ -105,6 +105,8 @@ class Transport:
             {"User-Agent": f"recocora/{__version__}", "Accept": "application/json"}
         )
         self._sleep: Callable[[float], None] = time.sleep
+        #: 429 answers met so far (each one waited out and retried), for progress reports.
+        self.rate_limited = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
@@ -202,6 +204,7 @@ class Transport:
                 return reply
             if reply.status == 429:
                 limited += 1
+                self.rate_limited += 1
                 if limited >= self.retry.max_rate_limited:
                     raise self._final(RateLimitError, reply, what, limited)
                 wait = self.rate_limit_wait(

@@ -15,128 +15,32 @@ click the buttons and read the labels without a browser:
 from __future__ import annotations
 
 import html
-import inspect
-import math
 import threading
-from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import ipywidgets as widgets
-import orjson
 import pandas as pd
 
 from .._display import as_result, badges_html, summary_html
-from .._progress import format_duration
-from .._report import STATUS_ORDER, changes_table, status_counts, summary_text
+from .._progress import Progress
+from .._report import STATUS_ORDER, status_counts, summary_text
+from .._run import RunOptions
 from ..cora._client import CoraClient
-from ..cora.accessor import CoraAccessor
 from ..errors import ValidationError
 from ..recotap._client import RecotapClient
-from ..recotap.accessor import RecotapAccessor
 from ._results import PagedTable, message_html
+from ._sides import CoraSide, RecotapSide, Side, plural, problem_frame
 
 __all__ = ["STATES", "CoraPreview", "Preview", "RecotapPreview"]
 
 #: What a preview can be doing; ``Preview.state`` holds one of these.
 STATES = ("ready", "blocked", "confirming", "running", "done", "failed")
 
-_PROBLEM_COLUMNS = ["row", "column", "problem", "value", "message"]
-
-#: Reports one answered request: rows it carried and their outcomes by status.
-Advance = Callable[[int, Mapping[str, int]], None]
-
-
-def _accepted(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments ``func`` takes (all of them when it takes ``**kwargs``)."""
-    params = inspect.signature(func).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(kwargs)
-    names = {p.name for p in params}
-    return {k: v for k, v in kwargs.items() if k in names}
-
-
-def _problems(failure_cases: pd.DataFrame) -> pd.DataFrame:
-    """Failure cases in the preview's problem-table shape."""
-    if not len(failure_cases):
-        empty: pd.DataFrame = pd.DataFrame(columns=_PROBLEM_COLUMNS, dtype=object)
-        return empty
-    out: pd.DataFrame = pd.DataFrame(
-        {
-            "row": failure_cases["index"].astype(object).to_numpy(),
-            "column": failure_cases["column"].astype(object).to_numpy(),
-            "problem": failure_cases["check"].astype(object).to_numpy(),
-            "value": failure_cases["value"].astype(object).to_numpy(),
-            "message": failure_cases["message"].astype(object).to_numpy(),
-        },
-        dtype=object,
-    )
-    return out
-
 
 def _error_text(exc: BaseException) -> str:
     # Library errors never carry secrets; the type name tells auth from transport from data.
     return f"{type(exc).__name__}: {exc}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-class _Watch:
-    """Stands in for a client during the real run, passing every call through and reporting
-    each answered request, so the progress bar moves as answers arrive."""
-
-    def __init__(self, client: Any, method: str,
-                 on_answer: Callable[[bytes, dict[str, Any]], None]) -> None:
-        self._client = client
-        self._method = method
-        self._on_answer = on_answer
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name != self._method:
-            return attr
-
-        def watched(body: bytes, *args: Any, **kwargs: Any) -> Any:
-            answer = attr(body, *args, **kwargs)
-            self._on_answer(body, answer)
-            return answer
-
-        return watched
-
-
-class _Side(Protocol):
-    """What one API brings to a preview: its calls, its statuses and its words."""
-
-    api: str
-    label: str
-    rows: int
-    headline: tuple[str, ...]
-    changes_facet: str
-    changes_title: str
-
-    def make_client(self) -> Any: ...
-
-    def run_method(self) -> Callable[..., pd.DataFrame]: ...
-
-    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
-
-    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
-
-    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame: ...
-
-    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int: ...
-
-    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame: ...
-
-    def to_send(self, preview: pd.DataFrame) -> int: ...
-
-    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str: ...
-
-    def confirm_text(self, overwrites: int, n_changes: int) -> str: ...
-
-    def watch(self, client: Any, advance: Advance) -> Any: ...
 
 
 class Preview(widgets.VBox):  # type: ignore[misc]
@@ -155,13 +59,11 @@ class Preview(widgets.VBox):  # type: ignore[misc]
     Build it with ``df.cora.preview()`` or ``df.recotap.preview()``.
     """
 
-    def __init__(self, side: _Side, client: Any, kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, side: Side, client: Any, kwargs: dict[str, Any]) -> None:
         self._side = side
-        # ``progress`` shows a bar while the preview is worked out; the run has its own.
-        self._progress = bool(kwargs.get("progress", True))
-        self._kwargs = {k: v for k, v in kwargs.items() if k != "progress"}
-        # A misspelt option should fail now, not after the user clicked Apply.
-        inspect.signature(side.run_method()).bind(**self._kwargs)
+        # A misspelt option fails now, not after the user clicked Apply. ``progress`` shows
+        # a bar while the preview is worked out; the run reports to the widget's own bar.
+        self._options: RunOptions = side.options(kwargs)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._own_client = client is None
@@ -169,12 +71,10 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.state = "ready"
         self.preview_result: pd.DataFrame | None = None
         self.preview_error: BaseException | None = None
-        self.failure_cases: pd.DataFrame = _problems(pd.DataFrame())
+        self.failure_cases: pd.DataFrame = problem_frame(pd.DataFrame())
         self.overwrites = 0
         self.result: pd.DataFrame | None = None
         self.error: BaseException | None = None
-        self._live: Counter[str] = Counter()
-        self._done = 0
 
         self.title_html = widgets.HTML()
         self.validation_html = widgets.HTML()
@@ -241,10 +141,10 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         try:
             if self.client is None:
                 self.client = side.make_client()
-            preview = side.diff(self.client, self._progress, self._kwargs)
+            preview = side.diff(self.client, self._options)
         except ValidationError as exc:
             self.preview_error = exc
-            self.failure_cases = _problems(exc.failure_cases)
+            self.failure_cases = problem_frame(exc.failure_cases)
             self.state = "blocked"
             return
         except Exception as exc:
@@ -253,17 +153,17 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             return
         self.preview_result = as_result(preview)
         if status_counts(preview).get("invalid"):
-            self.failure_cases = _problems(side.failure_cases(self._kwargs))
+            self.failure_cases = problem_frame(side.failure_cases(self._options))
         failing = side.would_fail(preview)
         if len(failing):
             self.failure_cases = pd.concat([self.failure_cases, failing], ignore_index=True)
-        self.overwrites = side.overwrites(preview, self._kwargs)
+        self.overwrites = side.overwrites(preview, self._options)
 
     def _render_preview(self) -> None:
         side = self._side
         self.title_html.value = (
             f"<h3 style='margin:4px 0'>{html.escape(side.label)} preview: "
-            f"{_plural(side.rows, 'row')}</h3><div style='color:#57606a'>Worked out from the "
+            f"{plural(side.rows, 'row')}</h3><div style='color:#57606a'>Worked out from the "
             "accounts' current state: nothing has been written.</div>"
         )
         self.validation_html.value = self._validation_block()
@@ -280,7 +180,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             "<div style='margin:6px 0'><b>What would happen:</b> "
             f"{badges_html(shown, show_zero=True)}</div>"
         )
-        eta = html.escape(side.eta(self.client, preview, self._kwargs))
+        eta = html.escape(side.eta(self.client, preview, self._options))
         self.eta_html.value = f"<div style='margin:4px 0'>{eta}</div>"
 
     def _blocked_text(self) -> str:
@@ -303,7 +203,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             .sort_values(ascending=False, kind="stable")
         )
         verb = "failed validation" if blocked else "would not be written"
-        lines = [f"{_plural(rows, 'row')} {verb} ({_plural(len(cases), 'problem')}):"]
+        lines = [f"{plural(rows, 'row')} {verb} ({plural(len(cases), 'problem')}):"]
         lines += [
             f"  {problem} in {column}: {k:,}"
             for (column, problem), k in zip(ranked.index.tolist(), ranked.tolist(), strict=True)
@@ -331,7 +231,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         with self._lock:
             if self.state not in ("ready", "failed"):
                 return
-            if self.overwrites and not self._kwargs.get("dry_run"):
+            if self.overwrites and not getattr(self._options, "dry_run", False):
                 self.state = "confirming"
                 text = self._side.confirm_text(self.overwrites, len(self.changes.frame))
                 self.confirm_html.value = message_html(text, kind="warning")
@@ -358,8 +258,6 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         """Move to ``running`` (the caller holds the lock, so a double click starts one run)."""
         self.state = "running"
         self.error = None
-        self._live = Counter()
-        self._done = 0
         self._thread = threading.Thread(target=self._work, name="recocora-apply", daemon=True)
         return self._thread
 
@@ -377,27 +275,24 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         if thread is not None:
             thread.start()
 
-    def _advance(self, rows: int, counts: Mapping[str, int]) -> None:
+    def _on_progress(self, event: Progress) -> None:
+        """The run's events move the bar: rows done of the rows to send, counts by status."""
+        order = STATUS_ORDER.get(self._side.api, ())
+        live = {k: event.counts[k] for k in order if event.counts.get(k)}
+        live.update((k, n) for k, n in event.counts.items() if k not in live and n)
         with self._lock:
-            self._live.update(counts)
-            self._done += rows
-            done = self._done
-            order = STATUS_ORDER.get(self._side.api, ())
-            live = {k: self._live[k] for k in order if self._live[k]}
-            live.update((k, n) for k, n in self._live.items() if k not in live and n)
-            if done > self.progress.max:
-                self.progress.max = done
-            self.progress.value = done
+            self.progress.max = max(1, event.rows_total, event.rows_done)
+            self.progress.value = event.rows_done
+            total = self.progress.max
         self.progress_html.value = (
-            f"<span style='margin-left:8px'>{done:,} / {self.progress.max:,} rows "
+            f"<span style='margin-left:8px'>{event.rows_done:,} / {total:,} rows "
             f"{badges_html(live)}</span>"
         )
 
     def _work(self) -> None:
         try:
-            run = self._side.run_method()
-            result = run(client=self._side.watch(self.client, self._advance), progress=False,
-                         **self._kwargs)
+            options = replace(self._options, progress=False, on_progress=self._on_progress)
+            result = self._side.run(self.client, options)
         # Whatever stops the run, the widget must say so rather than stay "running".
         except BaseException as exc:
             partial = getattr(exc, "result", None)
@@ -454,7 +349,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         side = self._side
-        lines = [f"{side.label} preview: {_plural(side.rows, 'row')}, "
+        lines = [f"{side.label} preview: {plural(side.rows, 'row')}, "
                  f"state {self.state}"]
         preview = self.preview_result
         if preview is None:
@@ -462,9 +357,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         else:
             counts = status_counts(preview)
             lines.append("would: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
-            lines.append(side.eta(self.client, preview, self._kwargs))
+            lines.append(side.eta(self.client, preview, self._options))
             if len(self.failure_cases):
-                lines.append(f"{_plural(len(self.failure_cases), 'problem')} in the rows "
+                lines.append(f"{plural(len(self.failure_cases), 'problem')} in the rows "
                              "(see .failure_cases)")
         if self.result is not None:
             lines.append("result: " + summary_text(self.result))
@@ -499,99 +394,10 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 # ------------------------------------------------------------------------------------ Cora
 
 
-def _fields(details: Any) -> Any:
-    if isinstance(details, list):
-        names = [d.get("field") for d in details if isinstance(d, dict) and d.get("field")]
-        return ", ".join(str(n) for n in names) or None
-    return None
-
-
-class _CoraSide:
-    api = "cora"
-    label = "Cora upsert"
-    headline: tuple[str, ...] = ("created", "updated", "unchanged", "failed")
-    changes_facet = "field"
-    changes_title = "Field changes on existing accounts"
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.accessor = CoraAccessor(df)
-        self.rows = len(df)
-
-    def make_client(self) -> CoraClient:
-        return CoraClient()
-
-    def run_method(self) -> Callable[..., pd.DataFrame]:
-        return self.accessor.upsert
-
-    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        options = _accepted(self.accessor.diff, kwargs)
-        options["include_changes"] = True  # the changes table needs them, dry run or not
-        return self.accessor.diff(client=client, progress=progress, **options)
-
-    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
-
-    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
-        """Rows Cora would refuse (create requirements, server-side rules), as problems."""
-        failed = preview[preview["cora_status"] == "failed"]
-        out: pd.DataFrame = pd.DataFrame(
-            {
-                "row": failed.index.to_numpy(dtype=object),
-                "column": [_fields(d) for d in failed["cora_details"].tolist()],
-                "problem": failed["cora_code"].astype(object).to_numpy(),
-                "value": failed["cora_external_id"].astype(object).to_numpy(),
-                "message": failed["cora_message"].astype(object).to_numpy(),
-            },
-            columns=_PROBLEM_COLUMNS, dtype=object,
-        )
-        return out
-
-    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
-        return int((preview["cora_status"] == "updated").sum())
-
-    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame:
-        if preview is None:
-            empty: pd.DataFrame = pd.DataFrame(
-                columns=["index", "externalId", "field", "from", "to"], dtype=object
-            )
-            return empty
-        return changes_table(preview)
-
-    def to_send(self, preview: pd.DataFrame) -> int:
-        return int((preview["cora_status"] != "invalid").sum())
-
-    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str:
-        chunks = math.ceil(self.to_send(preview) / client.MAX_ROWS)
-        what = "The dry run" if kwargs.get("dry_run") else "The real run"
-        if not chunks:
-            return f"{what} has no rows to send."
-        seconds = chunks * client.min_interval
-        took = format_duration(seconds) if seconds >= 1 else "under a second"
-        return (f"{what} sends {_plural(chunks, 'request')} of up to {client.MAX_ROWS} rows, "
-                f"one per {client.min_interval:g} s: {took}.")
-
-    def confirm_text(self, overwrites: int, n_changes: int) -> str:
-        return (f"{_plural(overwrites, 'existing account')} would be updated "
-                f"({_plural(n_changes, 'field change')}; stored values are overwritten). "
-                "Confirm to apply, or Cancel.")
-
-    def watch(self, client: Any, advance: Advance) -> CoraClient:
-        def on_answer(body: bytes, answer: dict[str, Any]) -> None:
-            sent = len(orjson.loads(body).get("accounts", []))
-            results = [r for r in answer.get("results", []) if isinstance(r, dict)]
-            counts = Counter(str(r.get("status")) for r in results)
-            if sent > len(results):
-                counts["failed"] += sent - len(results)
-            advance(sent, counts)
-
-        watched: CoraClient = _Watch(client, "bulk_upsert_raw", on_answer)  # type: ignore[assignment]
-        return watched
-
-
 class CoraPreview(Preview):
     """The widget ``df.cora.preview()`` returns; see :class:`Preview` for its parts.
 
-    ``upsert_kwargs`` are :meth:`~recocora.cora.accessor.CoraAccessor.upsert`'s options
+    ``upsert_kwargs`` are ``df.cora.upsert``'s options
     (``on_invalid``, ``columns``, ``mode``, ``dry_run`` ...); the preview uses those that
     shape the outcome and Apply passes them all on.
 
@@ -600,102 +406,16 @@ class CoraPreview(Preview):
 
     def __init__(self, df: pd.DataFrame, client: CoraClient | None = None,
                  **upsert_kwargs: Any) -> None:
-        super().__init__(_CoraSide(df), client, upsert_kwargs)
+        super().__init__(CoraSide(df), client, upsert_kwargs)
 
 
 # --------------------------------------------------------------------------------- Recotap
 
 
-class _RecotapSide:
-    api = "recotap"
-    label = "Recotap map_ids"
-    headline: tuple[str, ...] = (
-        "mapped", "not_found", "already_mapped", "superseded", "unchanged"
-    )
-    changes_facet = "status"
-    changes_title = "Mappings (domain, id to write, id the account holds now)"
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.accessor = RecotapAccessor(df)
-        self.rows = len(df)
-
-    def make_client(self) -> RecotapClient:
-        return RecotapClient()
-
-    def run_method(self) -> Callable[..., pd.DataFrame]:
-        return self.accessor.map_ids
-
-    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        options = _accepted(self.accessor.diff, kwargs)
-        return self.accessor.diff(client=client, progress=progress, **options)
-
-    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
-
-    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
-        return _problems(pd.DataFrame())
-
-    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
-        """Rows that would replace a different id already on the account."""
-        existing = preview["recotap_existing_id"]
-        mask = (
-            (preview["recotap_status"] == "mapped")
-            & existing.notna()
-            & (existing != preview["recotap_external_id"])
-        )
-        return int(mask.fillna(False).astype(bool).sum())
-
-    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame:
-        columns = ["index", "status", "domain", "id to write", "existing id"]
-        if preview is None:
-            empty: pd.DataFrame = pd.DataFrame(columns=columns, dtype=object)
-            return empty
-        shown = preview[preview["recotap_status"] != "invalid"]
-        out: pd.DataFrame = pd.DataFrame(
-            {
-                "index": shown.index.to_numpy(dtype=object),
-                "status": shown["recotap_status"].astype(object).to_numpy(),
-                "domain": shown["recotap_domain"].astype(object).to_numpy(),
-                "id to write": shown["recotap_external_id"].astype(object).to_numpy(),
-                "existing id": shown["recotap_existing_id"].astype(object).to_numpy(),
-            },
-            columns=columns,
-        )
-        return out
-
-    def to_send(self, preview: pd.DataFrame) -> int:
-        return int(preview["recotap_status"].isin(["mapped", "not_found"]).sum())
-
-    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str:
-        size = client.MAX_MAPPINGS
-        requests = math.ceil(self.to_send(preview) / size)
-        if not requests:
-            return "The real run has no mappings to send."
-        return (f"The real run sends {_plural(requests, 'request')} of up to {size} mappings, "
-                f"{client.max_concurrency} at a time; Recotap documents no rate limit, so it "
-                "takes seconds.")
-
-    def confirm_text(self, overwrites: int, n_changes: int) -> str:
-        held = "holds" if overwrites == 1 else "hold"
-        return (f"overwrite=True: {_plural(overwrites, 'account')} already {held} a different "
-                "id that would be replaced. Confirm to apply, or Cancel.")
-
-    def watch(self, client: Any, advance: Advance) -> RecotapClient:
-        def on_answer(body: bytes, answer: dict[str, Any]) -> None:
-            sent = len(orjson.loads(body).get("mappings", []))
-            missing = len(answer.get("notFound", []) or [])
-            advance(sent, {"mapped": sent - missing, "not_found": missing})
-
-        watched: RecotapClient = _Watch(  # type: ignore[assignment]
-            client, "map_external_ids_raw", on_answer
-        )
-        return watched
-
-
 class RecotapPreview(Preview):
     """The widget ``df.recotap.preview()`` returns; see :class:`Preview` for its parts.
 
-    ``map_ids_kwargs`` are :meth:`~recocora.recotap.accessor.RecotapAccessor.map_ids`'s
+    ``map_ids_kwargs`` are ``df.recotap.map_ids``'s
     options (``domain``, ``external_id``, ``overwrite``, ``on_invalid``, ``verify`` ...);
     the preview uses those that shape the outcome and Apply passes them all on.
 
@@ -704,4 +424,4 @@ class RecotapPreview(Preview):
 
     def __init__(self, df: pd.DataFrame, client: RecotapClient | None = None,
                  **map_ids_kwargs: Any) -> None:
-        super().__init__(_RecotapSide(df), client, map_ids_kwargs)
+        super().__init__(RecotapSide(df), client, map_ids_kwargs)
