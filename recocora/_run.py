@@ -10,10 +10,10 @@ record. The engine owns everything else, once:
 - Ctrl-C: an answer that arrived is merged and recorded whatever happens
   (:func:`deferred_interrupt`), then :class:`~recocora.RunInterrupted` with the partial result;
 - any error that stops the run carries the partial result in ``.result``;
-- progress events (:class:`~recocora._progress.Progress`) to every listener, with the ETA;
+- progress events (:class:`~recocora.Progress`) to every listener, with the ETA;
 - the result's run attrs (``requests``, ``rows_sent``, ``journal``, ``run``, ``skipped``,
   ``duration_s``, ``counts``);
-- ``only=`` is the one step before a run: :mod:`recocora._resend` re-runs the rows an earlier
+- ``only=`` is the one step before a run: the resend step re-runs the rows an earlier
   result left failed or unsent, and folds the answers back in.
 
 Requests go one at a time in the calling thread (a Ctrl-C then stops the request itself), or,
@@ -57,7 +57,7 @@ class RunOptions:
     """What every run takes, whatever the API: each API's options extend it.
 
     ``progress`` shows a text bar; ``on_progress`` is called with every
-    :class:`~recocora._progress.Progress`; ``journal``, ``force`` and ``max_failed`` are
+    :class:`~recocora.Progress`; ``journal``, ``force`` and ``max_failed`` are
     the arguments of the same names of ``df.cora.upsert`` and ``df.recotap.map_ids``.
     """
 

@@ -1,6 +1,6 @@
 """Cora's side of a run: its options, and the adapter the run engine drives for ``upsert``.
 
-The plan (:func:`~recocora.cora._upsert.plan_upsert`) validates the whole frame and decides the
+The plan (``plan_upsert``) validates the whole frame and decides the
 rows to send; the adapter hands the engine one batch of up to ``CoraClient.MAX_ROWS`` rows at a
 time (one request at a time: the bulk endpoint allows one per key per window), sends its signed
 body and merges the answer's per-row ``index`` back onto input positions.

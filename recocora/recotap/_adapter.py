@@ -1,7 +1,7 @@
 """Recotap's side of a run: its options, and the adapters the run engine drives for
 ``map_ids`` and its preview.
 
-The outcome (:class:`~recocora.recotap._mapping.Mappings`) validates the whole frame and
+The outcome (``Mappings``) validates the whole frame and
 settles last-wins up front; the adapter reads the accounts' current ids (unless
 ``overwrite``), hands the engine batches of up to ``RecotapClient.MAX_MAPPINGS`` mappings, up to
 ``max_concurrency`` at once, merges each answer in :meth:`RecotapAdapter.merge` and, with
