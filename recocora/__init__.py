@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._progress import Progress
 from ._report import changes_table
 from .cora import accessor as _cora_accessor  # registers df.cora
 from .cora._client import CoraClient
@@ -46,6 +47,7 @@ __all__ = [
     "CoraClient",
     "JournalError",
     "NotFoundError",
+    "Progress",
     "RateLimitError",
     "RecocoraError",
     "RecotapClient",

@@ -12,7 +12,6 @@ started in this process on a loopback port, and its keys are never printed.
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._demo_match import match_export
-from ._progress import format_duration
+from ._progress import Pace, format_duration
 from ._report import changes_table, count_lines, status_counts
 from ._validation import failure_message
 from .cora._client import CoraClient
@@ -302,13 +301,14 @@ def _cora_part(story: _Story, sb: Sandbox, cora: CoraClient, rows: int,
         for rec in changes.head(4).to_dict("records"):
             story.say(f"    {rec['externalId']}  {rec['field']}: {rec['from']!r} -> {rec['to']!r}")
         bulk = int(preview.attrs.get("bulk_requests", 0))
-        eta = max(0, bulk - 1) * REAL_WINDOW
+        real = Pace(cora.MAX_ROWS, REAL_WINDOW)
+        eta = real.seconds(int((preview["cora_status"] != "invalid").sum()))
         story.say(
             f"  Used {used.get(('cora', 'GET'), 0)} GET requests and no bulk slot. The real "
             f"upsert needs {bulk} bulk request{'s' if bulk != 1 else ''}: "
             f"{format_duration(eta)} at one per {REAL_WINDOW:g} s "
             f"(a dry run would spend the same; 100,000 rows take "
-            f"{format_duration(math.ceil(100_000 / cora.MAX_ROWS - 1) * REAL_WINDOW)})."
+            f"{format_duration(real.seconds(100_000))})."
         )
 
     with story.section(f"Upsert: chunks of {cora.MAX_ROWS}, signed, rate-limited, every row "
@@ -452,7 +452,7 @@ def _summary(story: _Story, sb: Sandbox, cora_res: pd.DataFrame,
         f"           {reqs.get(('recotap', 'PATCH'), 0)} mapping requests, "
         f"{reqs.get(('recotap', 'GET'), 0)} reads",
         f"  Time     {total:.1f} s in all (Cora's real window would add "
-        f"{format_duration(max(0, bulk - 1) * (REAL_WINDOW - DEMO_WINDOW))})",
+        f"{format_duration(Pace(1, REAL_WINDOW - DEMO_WINDOW).seconds(bulk))})",
         "  Failed and invalid rows are there on purpose: each keeps its code and message.",
         "",
         "Where to look next",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._progress import format_duration
+from ._progress import Pace, format_duration
 
 __all__ = [
     "CORA_STATUSES",
@@ -292,8 +292,8 @@ def cora_summary(
     lines.extend(count_lines(counts))
     if local or dry:
         sendable = sum(n for s, n in counts.items() if s not in ("invalid", "skipped"))
-        requests = -(-sendable // rows_per_request)
-        eta = max(0, requests - 1) * interval
+        pace = Pace(rows_per_request, interval)
+        requests, eta = pace.requests(sendable), pace.seconds(sendable)
         if requests > 1:
             lines.append(f"The real run needs {requests} bulk requests, one every "
                          f"{interval:g} s: {format_duration(eta)}.")

@@ -107,6 +107,8 @@ class Transport:
         self._sleep: Callable[[float], None] = time.sleep
         #: Set by :meth:`close`; whoever holds the client can tell it was closed.
         self.closed = False
+        #: 429 answers met so far (each one waited out and retried), for progress reports.
+        self.rate_limited = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
@@ -205,6 +207,7 @@ class Transport:
                 return reply
             if reply.status == 429:
                 limited += 1
+                self.rate_limited += 1
                 if limited >= self.retry.max_rate_limited:
                     raise self._final(RateLimitError, reply, what, limited)
                 wait = self.rate_limit_wait(

@@ -30,12 +30,13 @@ from ._io import (
 )
 from ._report import cora_summary, has_problems, one_line, recotap_summary
 from ._validation import failure_message
+from .cora import _adapter as cora_run
+from .cora import _diff as cora_diff
 from .cora._client import CoraClient
-from .cora.accessor import CoraAccessor
 from .errors import ConfigError, RecocoraError, RunInterrupted, TooManyFailedError, ValidationError
+from .recotap import _adapter as recotap_run
 from .recotap._client import RecotapClient
 from .recotap._match_cli import add_match_parser, run_match
-from .recotap.accessor import RecotapAccessor
 from .sandbox._command import add_sandbox_parser, run_sandbox
 
 __all__ = ["build_parser", "main"]
@@ -250,8 +251,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_writable(args.journal, "--journal", table=False)
 
 
-def _journal_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"journal": args.journal, "force": args.force, "max_failed": args.max_failed}
+def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every run takes, from the flags both ``cora upsert`` and
+    ``recotap map-ids`` have."""
+    run = {"progress": not args.no_progress, "on_invalid": args.on_invalid}
+    if args.diff:
+        return run
+    return {**run, "journal": args.journal, "force": args.force, "max_failed": args.max_failed}
 
 
 def _listed(text: str) -> list[str]:
@@ -272,18 +278,17 @@ def _run_cora_upsert(args: argparse.Namespace) -> int:
     verb = "preview (local)" if args.diff else "dry run" if args.dry_run else "upsert"
     print(f"Cora {verb}: {len(frame):,} rows from {args.file} -> {client.base_url} "
           f"(key id {client.key_id})", file=sys.stderr)
-    kwargs: dict[str, Any] = {"columns": columns, "on_invalid": args.on_invalid,
-                              "mode": args.mode}
     try:
         if args.diff:
-            result = CoraAccessor(frame).diff(
-                client=client, progress=not args.no_progress, **kwargs
-            )
+            options = cora_run.UpsertOptions(columns=columns, mode=args.mode,
+                                             include_changes=True, **_run_kwargs(args))
+            result = cora_diff.diff(frame, client, options)
         else:
-            result = CoraAccessor(frame).upsert(
-                client=client, dry_run=args.dry_run, include_changes=args.include_changes,
-                progress=not args.no_progress, **kwargs, **_journal_kwargs(args),
+            options = cora_run.UpsertOptions(
+                columns=columns, mode=args.mode, dry_run=args.dry_run,
+                include_changes=args.include_changes, **_run_kwargs(args),
             )
+            result = cora_run.upsert(frame, client, options)
     except (RecocoraError, RunInterrupted) as exc:
         _save_partial(exc.result, args.out, "cora_message")
         raise
@@ -322,19 +327,15 @@ def _run_recotap_map(args: argparse.Namespace) -> int:
     preview = bool(args.diff)
     print(f"Recotap {'preview' if preview else 'map-ids'}: {len(frame):,} rows from "
           f"{args.file} -> {client.base_url}", file=sys.stderr)
+    options = recotap_run.MapOptions(
+        domain=args.domain_col, external_id=args.id_col, overwrite=args.overwrite,
+        verify=args.verify and not preview, **_run_kwargs(args),
+    )
     try:
         if preview:
-            result = RecotapAccessor(frame).diff(
-                client=client, domain=args.domain_col, external_id=args.id_col,
-                overwrite=args.overwrite, on_invalid=args.on_invalid,
-                progress=not args.no_progress,
-            )
+            result = recotap_run.diff(frame, client, options)
         else:
-            result = RecotapAccessor(frame).map_ids(
-                client=client, domain=args.domain_col, external_id=args.id_col,
-                overwrite=args.overwrite, verify=args.verify, on_invalid=args.on_invalid,
-                progress=not args.no_progress, **_journal_kwargs(args),
-            )
+            result = recotap_run.map_ids(frame, client, options)
     except (RecocoraError, RunInterrupted) as exc:
         _save_partial(exc.result, args.out, "recotap_message")
         raise

@@ -47,3 +47,14 @@ def test_implementation_modules_are_private() -> None:
     for info in pkgutil.walk_packages(recocora.__path__, "recocora."):
         last = info.name.rsplit(".", 1)[-1]
         assert last.startswith("_") or last in allowed, info.name
+
+
+def test_the_public_names_are_exactly_these() -> None:
+    # Adding a name is a promise to users: it is made here, on purpose, or not at all.
+    assert set(recocora.__all__) == {
+        "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
+        "JournalError", "NotFoundError", "Progress", "RateLimitError", "RecocoraError",
+        "RecotapClient", "RequestRejectedError", "RunInterrupted", "ServerError",
+        "TooManyFailedError", "TransportError", "ValidationError", "__version__",
+        "changes_table", "match_accounts", "normalize_domain", "normalize_phone",
+    }

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from .._config import cora_settings
+from .._progress import Pace
 from .._ratelimit import SpacingLimiter, limiter_for
 from .._transport import Reply, RetryPolicy, Transport
 from .._wire import dumps
@@ -153,6 +154,22 @@ class CoraClient:
     @property
     def key_id(self) -> str:
         return self._key.key_id
+
+    @property
+    def rate_limited(self) -> int:
+        """429 answers this client met so far."""
+        return self.transport.rate_limited
+
+    def pace(self) -> Pace:
+        """This client's limits for estimates: ``MAX_ROWS`` rows per bulk request, one
+        request per ``min_interval`` seconds plus the limiter's room.
+
+        >>> CoraClient("cora_org_k1.s3cret", "http://127.0.0.1:8765").pace().seconds(1_000)
+        20.075
+        """
+        gap = self.limiter.expected_gap()
+        return Pace(self.MAX_ROWS, self.min_interval, 1,
+                    room=max(0.0, gap - self.min_interval) if gap else 0.0)
 
     def __repr__(self) -> str:
         return (f"CoraClient(base_url={self.base_url!r}, key_id={self.key_id!r}, "

@@ -30,20 +30,22 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pandas as pd
 
-from .._progress import RunProgress
+from .._progress import Pace
+from .._run import Batch, own_client, preview
 from .._wire import chunk_slices
-from ..errors import NotFoundError, RecocoraError
+from ..errors import NotFoundError
+from ._adapter import CoraAdapter, UpsertOptions, plan
 from ._client import CoraClient
 from ._fields import CATALOGUE, CREATE_ONLY, CREATE_REQUIRED, Problem, row_problems
-from ._upsert import Mode, OnInvalid, UpsertPlan, _Outcome, plan_upsert
+from ._upsert import UpsertPlan
 
 __all__ = ["diff", "predict_results"]
 
@@ -60,78 +62,61 @@ class _RowFailure(Exception):
         self.code, self.message, self.details = code, message, details
 
 
-def diff(
-    df: pd.DataFrame,
-    client: CoraClient | None = None,
-    *,
-    include_changes: bool = True,
-    columns: dict[str, str] | None = None,
-    on_invalid: OnInvalid = "raise",
-    mode: Mode = "upsert",
-    progress: bool = True,
-) -> pd.DataFrame:
+def diff(df: pd.DataFrame, client: CoraClient | None, options: UpsertOptions) -> pd.DataFrame:
     """What ``upsert`` would do to every row, from the accounts' current state; writes
-    nothing and spends no bulk slot. See :meth:`CoraAccessor.diff`.
+    nothing and spends no bulk slot. See ``df.cora.diff``.
 
-    >>> diff(df, client=cora)["cora_status"].value_counts()  # doctest: +SKIP
+    >>> diff(df, cora, UpsertOptions())["cora_status"].value_counts()  # doctest: +SKIP
     """
-    plan = plan_upsert(
-        df, columns=columns, on_invalid=on_invalid, mode=mode,
-        max_rows=client.MAX_ROWS if client is not None else CoraClient.MAX_ROWS,
-    )
-    if client is not None:
-        return _preview(plan, client, include_changes=include_changes, progress=progress)
-    own = CoraClient()
-    try:
-        return _preview(plan, own, include_changes=include_changes, progress=progress)
-    finally:
-        own.close()
-
-
-def _preview(
-    plan: UpsertPlan, client: CoraClient, *, include_changes: bool, progress: bool
-) -> pd.DataFrame:
-    outcome = _Outcome(plan)
-    started = time.monotonic()
-    n_chunks = plan.n_chunks
-    attrs: dict[str, Any] = {
-        "api": "cora", "dry_run": True, "preview": "local", "requests": 0,
-        "bulk_requests": n_chunks, "min_interval": client.min_interval,
-        # The real run: one request per chunk, min_interval apart, the first one at once.
-        "eta_s": round(max(0, n_chunks - 1) * client.min_interval, 3),
-    }
-
-    reader = _Reader(client, _sent_ids(plan))
-
-    def finish() -> pd.DataFrame:
-        reader.close()
-        attrs["requests"] = reader.reads
-        attrs["duration_s"] = round(time.monotonic() - started, 3)
-        return outcome.frame(plan.source_index, attrs)
-
-    with RunProgress(len(plan.positions), "Cora preview", enabled=progress) as bar:
+    planned = plan(df, client, options)
+    with own_client(client, CoraClient) as cora:
+        pace = cora.pace()
+        rows = len(planned.to_send)
+        attrs = {
+            "preview": "local", "bulk_requests": pace.requests(rows),
+            "min_interval": pace.min_interval,
+            # The real run: one request per chunk, min_interval apart, the first one at once.
+            "eta_s": round(pace.seconds(rows), 3),
+        }
+        adapter = _LocalAdapter(planned, cora, options)
         try:
-            start = 0
-            for batch, positions, body in plan.bodies(
-                dry_run=True, include_changes=include_changes
-            ):
-                stored = reader.accounts(start, start + len(positions))
-                start += len(positions)
-                rows = orjson.loads(body)["accounts"]
-                late = [r["externalId"] for r in rows if _needs_read(r, stored)]
-                if late:
-                    found, reads = _fetch(client, late)
-                    reader.reads += reads
-                    stored.update(found)
-                results = predict_results(rows, stored, include_changes=include_changes)
-                outcome.merge({"results": results}, positions, batch)
-                bar.advance(len(positions), outcome.counts)
-        except RecocoraError as exc:
-            exc.result = finish()
-            raise
+            return preview(adapter, options, attrs)
         finally:
-            reader.close()
-    return finish()
+            adapter.reader.close()
+
+
+class _LocalAdapter(CoraAdapter):
+    """The preview's adapter: each batch is answered here, from the accounts' current state,
+    as Cora would answer it."""
+
+    def __init__(self, planned: UpsertPlan, client: CoraClient, options: UpsertOptions) -> None:
+        super().__init__(planned, client, replace(options, dry_run=True))
+        self.label = "Cora preview"
+        self.reader = _Reader(client, _sent_ids(planned))
+        self.start = 0
+
+    def pace(self) -> Pace:
+        return Pace(self.client.MAX_ROWS)  # reads only: no bulk slot to wait for
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    def send(self, batch: Batch) -> dict[str, Any]:
+        stored = self.reader.accounts(self.start, self.start + len(batch.positions))
+        self.start += len(batch.positions)
+        rows = orjson.loads(batch.body)["accounts"]
+        late = [r["externalId"] for r in rows if _needs_read(r, stored)]
+        if late:
+            found, reads = _fetch(self.client, late)
+            self.reader.reads += reads
+            stored.update(found)
+        return {"results": predict_results(rows, stored, include_changes=self.include_changes)}
+
+    def result(self, attrs: dict[str, Any], *, complete: bool) -> pd.DataFrame:
+        self.reader.close()
+        attrs.pop("rows_sent", None)
+        attrs["requests"] = self.reader.reads
+        return super().result(attrs, complete=complete)
 
 
 def _sent_ids(plan: UpsertPlan) -> list[str]:

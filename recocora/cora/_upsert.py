@@ -1,56 +1,40 @@
-"""``df.cora.upsert()``: validate the whole frame, then chunk, sign, send and merge back.
+"""What ``df.cora.upsert()`` sends and what comes back: the plan and the outcome.
 
 The data walks one way: columns renamed → schema checked on every row → valid rows built
 into bodies one chunk of 500 at a time (serialised once, those bytes signed and sent) →
 each answer's per-row ``index`` mapped through the chunk's positions back to the input's
 index. Every input row ends with exactly one ``cora_status``.
 
-With a journal (:mod:`recocora._journal`) each answer's rows are recorded as it arrives, and a
-re-run sends only the rows never acknowledged, changed since, or failed; the rest come back
-``skipped``.
+The run itself (journal, failure limit, Ctrl-C, progress) is the shared run engine's; the Cora
+adapter hands it this plan's batches and merges each answer into the outcome.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from .._display import as_result
-from .._journal import (
-    Ack,
-    FailureLimit,
-    Journal,
-    JournalError,
-    JournalSpec,
-    RunInterrupted,
-    TooManyFailedError,
-    deferred_interrupt,
-    open_journal,
-    resend_rows,
-    row_hashes,
-)
-from .._progress import RunProgress
 from .._report import CORA_STATUSES as STATUSES
+from .._run import Batch
+from .._state import Ack, row_hashes
 from .._validation import failure_frame, valid_mask, validation_error
 from .._wire import RowBuilder, chunk_slices, dumps, object_array
-from ..errors import RecocoraError, ValidationError
+from ..errors import ValidationError
 from . import _schema as schema
 from ._client import CoraClient
 
 __all__ = [
-    "RESEND_STATUSES",
+    "APPLIED",
     "RESULT_COLUMNS",
     "STATUSES",
     "UpsertPlan",
     "plan_upsert",
-    "upsert",
 ]
 
 SERVER_STATUSES = frozenset({"created", "updated", "unchanged", "failed"})
@@ -58,8 +42,6 @@ _SERVER_STATUS = {s: s for s in SERVER_STATUSES}
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default text dtype
 #: Statuses a journal counts as applied: rows with them and unchanged content are skipped.
 APPLIED = ("created", "updated", "unchanged")
-#: Statuses that ``only=`` sends again.
-RESEND_STATUSES = ("failed", "not_sent")
 RESULT_COLUMNS = (
     "cora_status", "cora_account_id", "cora_updated_at", "cora_code", "cora_message",
     "cora_details", "cora_changes", "cora_batch", "cora_external_id", "cora_previous_status",
@@ -71,17 +53,6 @@ _OBJECT_COLUMNS = (
 OnInvalid = Literal["raise", "skip"]
 Mode = Literal["upsert", "create"]
 _DIGEST_STEP = 5000
-
-
-class _Chunk(NamedTuple):
-    """One request's worth: its number, the input positions of its rows, the body, and (with
-    a journal) each row's ``externalId`` and the hash of the row as sent."""
-
-    batch: int
-    positions: np.ndarray
-    body: bytes
-    keys: list[Any]
-    hashes: list[bytes]
 
 
 @dataclass
@@ -134,8 +105,8 @@ class UpsertPlan:
 
     def chunks(
         self, *, dry_run: bool, include_changes: bool, hashes: bool = False
-    ) -> Iterator[_Chunk]:
-        """One :class:`_Chunk` per request, each body built just before use."""
+    ) -> Iterator[Batch]:
+        """One batch per request, each body built just before use."""
         picked_all = self.selected
         n = len(self.positions) if picked_all is None else len(picked_all)
         if not n:
@@ -152,15 +123,15 @@ class UpsertPlan:
                 {"accounts": rows, "dryRun": dry_run, "includeChanges": include_changes}
             )
             keys = [r.get("externalId") for r in rows] if hashes else []
-            yield _Chunk(batch, self.positions[picked], body, keys,
-                         row_hashes(rows) if hashes else [])
+            yield Batch(batch, self.positions[picked], body, keys,
+                        row_hashes(rows) if hashes else [])
 
     def bodies(
         self, *, dry_run: bool, include_changes: bool
     ) -> Iterator[tuple[int, np.ndarray, bytes]]:
         """``(batch, input positions, body)`` per chunk, each body built just before use."""
         for chunk in self.chunks(dry_run=dry_run, include_changes=include_changes):
-            yield chunk.batch, chunk.positions, chunk.body
+            yield chunk.number, chunk.positions, chunk.body
 
 
 def _gather(builder: RowBuilder, picked: np.ndarray) -> list[dict[str, Any]]:
@@ -321,7 +292,7 @@ class _Outcome:
                 "re-sending it is safe (upserts are idempotent)."
             )
 
-    def acks(self, chunk: _Chunk) -> list[Ack]:
+    def acks(self, chunk: Batch) -> list[Ack]:
         """The journal's record of one answered chunk."""
         c = self.cols
         out = []
@@ -364,180 +335,3 @@ class _Outcome:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def upsert(
-    df: pd.DataFrame,
-    client: CoraClient | None = None,
-    *,
-    dry_run: bool = False,
-    include_changes: bool = False,
-    columns: dict[str, str] | None = None,
-    on_invalid: OnInvalid = "raise",
-    mode: Mode = "upsert",
-    progress: bool = True,
-    journal: JournalSpec = None,
-    force: bool = False,
-    max_failed: int | float | None = None,
-    only: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Create or update Cora accounts from ``df``; see :meth:`CoraAccessor.upsert`.
-
-    >>> res = upsert(df, cora, journal="backfill.db", max_failed=0.05)  # doctest: +SKIP
-    """
-    limit = FailureLimit(max_failed)
-    options: dict[str, Any] = {
-        "dry_run": dry_run, "include_changes": include_changes, "columns": columns,
-        "on_invalid": on_invalid, "mode": mode, "progress": progress, "journal": journal,
-        "force": force, "max_failed": max_failed,
-    }
-    if only is not None:
-        return _resend(df, only, client, options)
-    plan = plan_upsert(
-        df, columns=columns, on_invalid=on_invalid, mode=mode,
-        max_rows=client.MAX_ROWS if client is not None else CoraClient.MAX_ROWS,
-    )
-    own = client is None
-    cora = CoraClient() if client is None else client
-    try:
-        book = open_journal(journal, api="cora", base_url=cora.base_url, key_label=cora.key_id)
-        try:
-            return _execute(plan, cora, book, dry_run=dry_run, include_changes=include_changes,
-                            progress=progress, force=force, limit=limit)
-        finally:
-            if book is not None:
-                book.close()
-    finally:
-        if own:
-            cora.close()
-
-
-def _skip_acknowledged(plan: UpsertPlan, outcome: _Outcome, book: Journal) -> None:
-    """Mark the rows the journal holds as applied with identical content ``skipped``."""
-    previous = book.applied()
-    if previous.empty or not len(plan.positions):
-        return
-    keys, hashes = plan.digests()
-    found = previous.reindex(pd.Index(keys, dtype=object))
-    same = found["hash"].to_numpy(dtype=object) == np.array(hashes, dtype=object)
-    applied = found["status"].isin(APPLIED).to_numpy(dtype=bool)
-    skip = applied & same
-    if not skip.any():
-        return
-    outcome.mark_skipped(plan.positions[skip], found.loc[skip])
-    plan.selected = np.flatnonzero(~skip)
-
-
-def _execute(
-    plan: UpsertPlan, client: CoraClient, book: Journal | None, *, dry_run: bool,
-    include_changes: bool, progress: bool, force: bool, limit: FailureLimit,
-) -> pd.DataFrame:
-    outcome = _Outcome(plan)
-    started = time.monotonic()
-    attrs: dict[str, Any] = {"api": "cora", "dry_run": dry_run, "requests": 0, "rows_sent": 0}
-    run = 0
-    if book is not None:
-        if not force:
-            _skip_acknowledged(plan, outcome, book)
-        attrs["journal"] = str(book.path)
-        attrs["skipped"] = outcome.counts["skipped"]
-        run = attrs["run"] = book.begin_run(
-            dry_run=dry_run, rows=len(plan.source_index), to_send=len(plan.to_send),
-            skipped=outcome.counts["skipped"],
-        )
-
-    def finish(how: str) -> pd.DataFrame:
-        attrs["duration_s"] = round(time.monotonic() - started, 3)
-        if book is not None:
-            with contextlib.suppress(JournalError):  # already failing: keep that error
-                book.end_run(run, how)
-        return outcome.frame(plan.source_index, attrs)
-
-    eta = max(0, plan.n_chunks - 1) * client.min_interval + client.limiter.wait_time()
-    label = "Cora dry run" if dry_run else "Cora upsert"
-    failed = 0
-    inflight: _Chunk | None = None
-    with RunProgress(len(plan.to_send), label, enabled=progress, eta=eta) as bar:
-        try:
-            for chunk in plan.chunks(
-                dry_run=dry_run, include_changes=include_changes, hashes=book is not None
-            ):
-                inflight = chunk
-                answer = client.bulk_upsert_raw(chunk.body)
-                # Merged and committed as one step: a Ctrl-C here waits until both are done.
-                with deferred_interrupt():
-                    outcome.merge(answer, chunk.positions, chunk.batch)
-                    attrs["requests"] += 1
-                    attrs["rows_sent"] += len(chunk.positions)
-                    if book is not None:
-                        book.record(outcome.acks(chunk), run=run, dry_run=dry_run,
-                                    batch=chunk.batch)
-                    inflight = None
-                bar.advance(len(chunk.positions), outcome.counts)
-                failed += int(np.count_nonzero(outcome.status[chunk.positions] == "failed"))
-                if limit.exceeded(failed, attrs["rows_sent"]):
-                    raise TooManyFailedError(
-                        f"Stopped after {attrs['requests']} request(s): {failed:,} of the "
-                        f"{attrs['rows_sent']:,} rows sent failed, more than "
-                        f"{limit.describe()}. The rows not sent yet are 'not_sent' in "
-                        ".result; fix the failed rows, then send the rest with "
-                        "df.cora.upsert(client, only=exc.result)."
-                    )
-        except KeyboardInterrupt:
-            if inflight is not None:
-                outcome.mark_unknown(inflight.positions, _INTERRUPTED)
-            result = finish("interrupted")
-            raise RunInterrupted(_interrupted_message(attrs, outcome.counts, book),
-                                 result) from None
-        except RecocoraError as exc:
-            if inflight is not None:
-                outcome.mark_unknown(
-                    inflight.positions,
-                    f"the request carrying this row failed ({type(exc).__name__}); whether "
-                    "Cora applied it is unknown, and re-sending it is safe",
-                )
-            exc.result = finish(f"stopped: {type(exc).__name__}")
-            raise
-    return finish("completed")
-
-
-_INTERRUPTED = (
-    "interrupted while the request carrying this row was in flight: whether Cora applied it "
-    "is unknown, and re-sending it is safe"
-)
-
-
-def _interrupted_message(attrs: dict[str, Any], counts: dict[str, int],
-                         book: Journal | None) -> str:
-    answered = sum(counts[s] for s in SERVER_STATUSES)
-    text = (
-        f"Cora upsert interrupted after {attrs['requests']} answered request(s): "
-        f"{answered:,} rows acknowledged, {counts['not_sent']:,} not sent. The partial "
-        "result is in .result."
-    )
-    if book is not None:
-        text += f" Every answer is in the journal {str(book.path)!r}: run the same call " \
-                "again to send only the rest."
-    else:
-        text += " df.cora.upsert(client, only=<that result>) sends only the rest."
-    return text
-
-
-def _resend(df: pd.DataFrame, previous: pd.DataFrame, client: CoraClient | None,
-            options: dict[str, Any]) -> pd.DataFrame:
-    """``only=previous``: send the rows ``previous`` marks failed or not_sent, and return
-    ``previous`` with their new outcomes."""
-    if not isinstance(previous, pd.DataFrame) or "cora_status" not in previous:
-        raise TypeError("only= takes the result frame of an earlier df.cora.upsert")
-    if (previous.attrs.get("dry_run") or previous.attrs.get("preview")) and not options[
-        "dry_run"
-    ]:
-        raise ValueError(
-            "only= was given the result of a dry run or preview: none of its rows were "
-            "applied, so re-sending only its failed rows would leave the others unwritten. "
-            "Run the full upsert instead."
-        )
-    return resend_rows(
-        df, previous, "cora_status", lambda rows: upsert(rows, client, **options),
-        RESEND_STATUSES, {"requests": 0, "rows_sent": 0, "resent": 0},
-    )

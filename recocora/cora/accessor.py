@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._journal import JournalSpec
+from .._progress import Listener
 from .._report import changes_table
+from .._state import JournalSpec
 from . import _schema as schema
+from ._adapter import UpsertOptions, upsert
 from ._client import CoraClient
 from ._diff import diff as local_diff
-from ._upsert import Mode, OnInvalid, plan_upsert, upsert
+from ._upsert import Mode, OnInvalid, plan_upsert
 
 if TYPE_CHECKING:
     from ..widgets._preview import CoraPreview
@@ -72,6 +74,7 @@ class CoraAccessor:
         force: bool = False,
         max_failed: int | float | None = None,
         only: pd.DataFrame | None = None,
+        on_progress: Listener | None = None,
     ) -> pd.DataFrame:
         """Create or update Cora accounts by ``externalId``, 500 rows per request.
 
@@ -106,16 +109,20 @@ class CoraAccessor:
           ``.result`` is the partial result.
         - ``only=res`` sends just the rows ``res`` (an earlier result of this frame) marks
           ``failed`` or ``not_sent``, and returns ``res`` with their new outcomes.
+        - ``on_progress`` is called after every answer with a progress event (rows done of
+          the total, counts by status, requests, 429s met, seconds left); the last one has
+          ``finished=True`` and the result's counts.
 
         >>> res = df.cora.upsert(client=cora, journal="backfill.db")  # doctest: +SKIP
         >>> res = df.cora.upsert(client=cora, only=res)  # doctest: +SKIP
         >>> df.join(res)  # doctest: +SKIP
         """
-        return upsert(
-            self._df, client, dry_run=dry_run, include_changes=include_changes,
-            columns=columns, on_invalid=on_invalid, mode=mode, progress=progress,
-            journal=journal, force=force, max_failed=max_failed, only=only,
+        options = UpsertOptions(
+            dry_run=dry_run, include_changes=include_changes, columns=columns,
+            on_invalid=on_invalid, mode=mode, progress=progress, journal=journal, force=force,
+            max_failed=max_failed, on_progress=on_progress,
         )
+        return upsert(self._df, client, options, only=only)
 
     def changes(self) -> pd.DataFrame:
         """On a result frame: one row per changed field (``index``, ``externalId``,
@@ -151,10 +158,9 @@ class CoraAccessor:
         >>> res = df.cora.diff(client=cora)  # doctest: +SKIP
         >>> res.cora.changes()  # doctest: +SKIP
         """
-        return local_diff(
-            self._df, client, include_changes=include_changes, columns=columns,
-            on_invalid=on_invalid, mode=mode, progress=progress,
-        )
+        options = UpsertOptions(include_changes=include_changes, columns=columns,
+                                on_invalid=on_invalid, mode=mode, progress=progress)
+        return local_diff(self._df, client, options)
 
     def preview(self, client: CoraClient | None = None, **upsert_kwargs: Any) -> CoraPreview:
         """A notebook widget showing what :meth:`upsert` would do, before anything is written.

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .._config import mask_secret, recotap_settings
+from .._progress import Pace
 from .._transport import Reply, RetryPolicy, Transport
 from .._wire import dumps
 from ..errors import (
@@ -156,6 +157,16 @@ class RecotapClient:
         self.transport = _RecotapTransport(
             url, key, timeout=timeout, retry=retry, pool_size=self.max_concurrency
         )
+
+    @property
+    def rate_limited(self) -> int:
+        """429 answers this client met so far."""
+        return self.transport.rate_limited
+
+    def pace(self) -> Pace:
+        """This client's limits for estimates: ``MAX_MAPPINGS`` mappings per request,
+        ``max_concurrency`` requests at once, no documented rate limit."""
+        return Pace(self.MAX_MAPPINGS, 0.0, self.max_concurrency)
 
     def __repr__(self) -> str:
         return (f"RecotapClient(base_url={self.base_url!r}, key={mask_secret(self._key)!r}, "
@@ -327,8 +338,8 @@ class RecotapClient:
         self, domains: list[str] | None, since: str | None, limit: int
     ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
         """Pages ``(accounts, syncTimestamp)`` for each batch of 100 domains (or all)."""
-        if int(limit) < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        if not 1 <= int(limit) <= self.MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {self.MAX_LIMIT}, not {limit}")
         if domains is None:
             yield from self._pages(None, since, int(limit))
             return

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._journal import JournalSpec
+from .._progress import Listener
+from .._state import JournalSpec
+from ._adapter import MapOptions, map_ids
+from ._adapter import diff as local_diff
 from ._client import RecotapClient
 from ._decisions import accepted
-from ._mapping import OnInvalid, map_ids
-from ._mapping import diff as local_diff
+from ._mapping import OnInvalid
 from ._match import Columns, match_accounts
 from ._schema import validate
 
@@ -29,8 +31,7 @@ __all__ = ["RecotapAccessor"]
 
 @pd.api.extensions.register_dataframe_accessor("recotap")
 class RecotapAccessor:
-    """Holds the frame and hands it to :func:`recocora.recotap._mapping.map_ids` and
-    :func:`recocora.recotap._schema.validate`."""
+    """Holds the frame and hands it, with its options, to the Recotap run."""
 
     def __init__(self, df: pd.DataFrame) -> None:
         self._df = df
@@ -48,12 +49,12 @@ class RecotapAccessor:
         force: bool = False,
         max_failed: int | float | None = None,
         only: pd.DataFrame | None = None,
+        on_progress: Listener | None = None,
     ) -> pd.DataFrame:
         """Write the frame's external ids onto Recotap accounts matched by domain.
 
-        One result row per input row, with the frame's index (see
-        :func:`recocora.recotap._mapping.map_ids` for statuses and columns). No existing id
-        is replaced unless ``overwrite=True``.
+        One result row per input row, with the frame's index. No existing id is replaced
+        unless ``overwrite=True``.
 
         ``journal="mappings.db"`` (or ``True``) records every answer, and a re-run skips the
         mappings already acknowledged (``skipped``); ``force=True`` sends them again.
@@ -61,16 +62,19 @@ class RecotapAccessor:
         mappings came back ``not_found``. ``only=res`` maps just the rows an earlier
         result marks ``failed`` or ``not_sent``. Ctrl-C raises
         :class:`~recocora.RunInterrupted` carrying the partial ``.result``.
+        ``on_progress`` is called after every answer with a progress event (rows done,
+        counts by status, requests, 429s met); the last one has ``finished=True``.
 
         >>> res = crm.recotap.map_ids(client=rtp, journal=True)  # doctest: +SKIP
         >>> res = crm.recotap.map_ids(client=rtp, only=res)      # doctest: +SKIP
         >>> res["recotap_status"].value_counts()             # doctest: +SKIP
         """
-        return map_ids(
-            self._df, client=client, domain=domain, external_id=external_id,
-            overwrite=overwrite, verify=verify, on_invalid=on_invalid, progress=progress,
-            journal=journal, force=force, max_failed=max_failed, only=only,
+        options = MapOptions(
+            domain=domain, external_id=external_id, overwrite=overwrite, verify=verify,
+            on_invalid=on_invalid, progress=progress, journal=journal, force=force,
+            max_failed=max_failed, on_progress=on_progress,
         )
+        return map_ids(self._df, client, options, only=only)
 
     def validate(
         self, domain: Hashable = "domain", external_id: Hashable = "externalId"
@@ -96,14 +100,14 @@ class RecotapAccessor:
         """A preview of :meth:`map_ids` that writes nothing: the same result frame, each row
         saying what would happen (``mapped``, ``unchanged``, ``already_mapped``,
         ``superseded``, ``not_found``, ``invalid``), read from the accounts' current state;
-        ``attrs["preview"] == "local"`` (see :func:`recocora.recotap._mapping.diff`).
+        ``attrs["preview"] == "local"``, ``read_requests`` (GETs made) and
+        ``bulk_requests`` (mapping requests the real run needs).
 
         >>> crm.recotap.diff(client=rtp)["recotap_status"].value_counts()  # doctest: +SKIP
         """
-        return local_diff(
-            self._df, client, domain=domain, external_id=external_id, overwrite=overwrite,
-            on_invalid=on_invalid, progress=progress,
-        )
+        options = MapOptions(domain=domain, external_id=external_id, overwrite=overwrite,
+                             on_invalid=on_invalid, progress=progress)
+        return local_diff(self._df, client, options)
 
     def preview(
         self, client: RecotapClient | None = None, **map_ids_kwargs: Any

@@ -15,69 +15,29 @@ click the buttons and read the labels without a browser:
 from __future__ import annotations
 
 import html
-import inspect
-import math
 import threading
-from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import ipywidgets as widgets
-import orjson
 import pandas as pd
 
 from .._display import MUTED, as_result, badges_html, summary_html
-from .._problem_names import problem_name
-from .._progress import format_duration
-from .._report import STATUS_ORDER, changes_table, status_counts, summary_text
+from .._progress import Progress
+from .._report import STATUS_ORDER, status_counts, summary_text
+from .._run import RunOptions
 from ..cora._client import CoraClient
-from ..cora.accessor import CoraAccessor
 from ..errors import ValidationError
 from ..recotap._client import RecotapClient
-from ..recotap.accessor import RecotapAccessor
 from ._apply import changed_rows, closed_text, outcome_text, stale_text
 from ._results import PagedTable, message_html
+from ._sides import CoraSide, RecotapSide, Side, plural, problem_frame
 
 __all__ = ["STATES", "CoraPreview", "Preview", "RecotapPreview"]
 
 #: What a preview can be doing; ``Preview.state`` holds one of these. ``checking``: Apply
 #: works the diff out again before anything is written.
 STATES = ("ready", "blocked", "checking", "confirming", "running", "done", "failed")
-
-_PROBLEM_COLUMNS = ["row", "column", "problem", "value", "message"]
-
-#: Reports one answered request: rows it carried and their outcomes by status.
-Advance = Callable[[int, Mapping[str, int]], None]
-
-
-def _accepted(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments ``func`` takes (all of them when it takes ``**kwargs``)."""
-    params = inspect.signature(func).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(kwargs)
-    names = {p.name for p in params}
-    return {k: v for k, v in kwargs.items() if k in names}
-
-
-def _problems(failure_cases: pd.DataFrame,
-              own_column: Callable[[Any], Any] = lambda name: name) -> pd.DataFrame:
-    """Failure cases in the preview's problem-table shape, each problem named in words and
-    each column by the frame's own name for it (``own_column``)."""
-    if not len(failure_cases):
-        empty: pd.DataFrame = pd.DataFrame(columns=_PROBLEM_COLUMNS, dtype=object)
-        return empty
-    out: pd.DataFrame = pd.DataFrame(
-        {
-            "row": failure_cases["index"].astype(object).to_numpy(),
-            "column": failure_cases["column"].map(own_column).astype(object).to_numpy(),
-            "problem": failure_cases["check"].map(problem_name).astype(object).to_numpy(),
-            "value": failure_cases["value"].astype(object).to_numpy(),
-            "message": failure_cases["message"].astype(object).to_numpy(),
-        },
-        dtype=object,
-    )
-    return out
-
 
 def _in_row_order(cases: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
     """Problems in the frame's row order (problems with the whole frame first), so a reader
@@ -96,81 +56,6 @@ def _in_row_order(cases: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
 def _error_text(exc: BaseException) -> str:
     # Library errors never carry secrets; the type name tells auth from transport from data.
     return f"{type(exc).__name__}: {exc}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-class _Watch:
-    """Stands in for a client during the real run, passing every call through and reporting
-    each answered request, so the progress bar moves as answers arrive."""
-
-    def __init__(self, client: Any, method: str,
-                 on_answer: Callable[[bytes, dict[str, Any]], None]) -> None:
-        self._client = client
-        self._method = method
-        self._on_answer = on_answer
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name != self._method:
-            return attr
-
-        def watched(body: bytes, *args: Any, **kwargs: Any) -> Any:
-            answer = attr(body, *args, **kwargs)
-            self._on_answer(body, answer)
-            return answer
-
-        return watched
-
-
-class _Side(Protocol):
-    """What one API brings to a preview: its calls, its statuses and its words."""
-
-    api: str
-    label: str
-    #: The service, as the header names it ("written to Cora").
-    service: str
-    #: The call that builds this preview, for messages that say what to do.
-    call: str
-    #: The frame's index, so problems are listed in row order.
-    index: pd.Index
-    rows: int
-    #: Statuses of rows the server wrote.
-    written: tuple[str, ...]
-    status_column: str
-    headline: tuple[str, ...]
-    changes_facet: str
-    changes_title: str
-
-    def make_client(self) -> Any: ...
-
-    def run_method(self) -> Callable[..., pd.DataFrame]: ...
-
-    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
-
-    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame: ...
-
-    def own_column(self, name: Any) -> Any:
-        """The frame's own name for a column a check or the server names."""
-        ...
-
-    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame: ...
-
-    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int: ...
-
-    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame: ...
-
-    def to_send(self, preview: pd.DataFrame) -> int: ...
-
-    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str: ...
-
-    def confirm_text(self, overwrites: int, n_changes: int) -> str:
-        """What confirming overwrites, in one sentence."""
-        ...
-
-    def watch(self, client: Any, advance: Advance) -> Any: ...
 
 
 class Preview(widgets.VBox):  # type: ignore[misc]
@@ -197,13 +82,11 @@ class Preview(widgets.VBox):  # type: ignore[misc]
     Build it with ``df.cora.preview()`` or ``df.recotap.preview()``.
     """
 
-    def __init__(self, side: _Side, client: Any, kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, side: Side, client: Any, kwargs: dict[str, Any]) -> None:
         self._side = side
-        # ``progress`` shows a bar while the preview is worked out; the run has its own.
-        self._progress = bool(kwargs.get("progress", True))
-        self._kwargs = {k: v for k, v in kwargs.items() if k != "progress"}
-        # A misspelt option should fail now, not after the user clicked Apply.
-        inspect.signature(side.run_method()).bind(**self._kwargs)
+        # A misspelt option fails now, not after the user clicked Apply. ``progress`` shows
+        # a bar while the preview is worked out; the run reports to the widget's own bar.
+        self._options: RunOptions = side.options(kwargs)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._own_client = client is None
@@ -211,7 +94,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.state = "ready"
         self.preview_result: pd.DataFrame | None = None
         self.preview_error: BaseException | None = None
-        self.failure_cases: pd.DataFrame = _problems(pd.DataFrame())
+        self.failure_cases: pd.DataFrame = problem_frame(pd.DataFrame())
         self.overwrites = 0
         self.result: pd.DataFrame | None = None
         self.error: BaseException | None = None
@@ -219,8 +102,6 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self._blocked_reason: str | None = None
         #: Rows the last re-check found changed since the preview (0: it was up to date).
         self.stale_rows = 0
-        self._live: Counter[str] = Counter()
-        self._done = 0
 
         self.title_html = widgets.HTML()
         self.validation_html = widgets.HTML()
@@ -287,11 +168,11 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             if self._blocked_reason is not None:
                 self.state = "blocked"
                 return
-            preview = side.diff(self.client, self._progress, self._kwargs)
+            preview = side.diff(self.client, self._options)
         except ValidationError as exc:
             self.preview_error = exc
             self.failure_cases = _in_row_order(
-                _problems(exc.failure_cases, side.own_column), side.index
+                problem_frame(exc.failure_cases, side.own_column), side.index
             )
             self.state = "blocked"
             return
@@ -305,14 +186,18 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         """Take ``preview`` (a diff of the frame) as what Apply would do."""
         side = self._side
         self.preview_result = as_result(preview)
-        cases = _problems(pd.DataFrame())
+        cases = problem_frame(pd.DataFrame())
         if status_counts(preview).get("invalid"):
-            cases = _problems(side.failure_cases(self._kwargs), side.own_column)
+            cases = problem_frame(side.failure_cases(self._options), side.own_column)
         failing = side.would_fail(preview)
         if len(failing):
             cases = pd.concat([cases, failing], ignore_index=True)
         self.failure_cases = _in_row_order(cases, side.index)
-        self.overwrites = side.overwrites(preview, self._kwargs)
+        self.overwrites = side.overwrites(preview, self._options)
+
+    @property
+    def _dry_run(self) -> bool:
+        return bool(getattr(self._options, "dry_run", False))
 
     def _render_header(self) -> None:
         side = self._side
@@ -321,7 +206,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         look = "font-weight:600" if ended else f"color:{MUTED}"
         self.title_html.value = (
             f"<h3 style='margin:4px 0'>{html.escape(side.label)} preview: "
-            f"{_plural(side.rows, 'row')}</h3><div class='recocora-header' "
+            f"{plural(side.rows, 'row')}</h3><div class='recocora-header' "
             f"style='{look}'>{html.escape(self._header_text())}</div>"
         )
 
@@ -330,9 +215,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         if self.result is not None and self.state in ("done", "failed"):
             return outcome_text(self.result, side.service, side.written,
                                 done=self.state == "done",
-                                dry_run=bool(self._kwargs.get("dry_run")))
+                                dry_run=self._dry_run)
         if self.stale_rows:
-            return (f"Re-checked before writing: {_plural(self.stale_rows, 'row')} changed "
+            return (f"Re-checked before writing: {plural(self.stale_rows, 'row')} changed "
                     "since the preview was worked out; the counts below are the new ones. "
                     "Nothing has been written yet.")
         return "Worked out from the accounts' current state: nothing has been written yet."
@@ -360,7 +245,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             f"<div style='margin:6px 0'><b>{what}:</b> "
             f"{badges_html(shown, show_zero=True)}</div>"
         )
-        eta = html.escape(side.eta(self.client, preview, self._kwargs))
+        eta = html.escape(side.eta(self.client, preview, self._options))
         self.eta_html.value = f"<div style='margin:4px 0'>{eta}</div>"
 
     def _blocked_text(self) -> str:
@@ -385,9 +270,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             .sort_values(ascending=False, kind="stable")
         )
         verb = "failed validation" if blocked else "would not be written"
-        lines = [f"{_plural(rows, 'row')} {verb} ({_plural(len(cases), 'problem')}):"]
+        lines = [f"{plural(rows, 'row')} {verb} ({plural(len(cases), 'problem')}):"]
         lines += [
-            f"  {column}: {problem} ({_plural(k, 'row')})"
+            f"  {column}: {problem} ({plural(k, 'row')})"
             for (column, problem), k in zip(ranked.index.tolist(), ranked.tolist(), strict=True)
         ]
         if blocked:
@@ -431,7 +316,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         fresh = None
         if problem is None:
             try:
-                fresh = side.diff(self.client, False, self._kwargs)
+                fresh = side.diff(self.client, replace(self._options, progress=False))
             # Whatever stops the check, the widget must say so rather than stay "checking".
             except BaseException as exc:
                 with self._lock:
@@ -455,7 +340,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             self._adopt(fresh)
             self._render_preview()
         with self._lock:
-            ask = bool(stale or (self.overwrites and not self._kwargs.get("dry_run")))
+            ask = bool(stale or (self.overwrites and not self._dry_run))
             if ask:
                 self.state = "confirming"
             else:
@@ -467,7 +352,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         text = []
         if stale:
             text.append(stale_text(stale, before, status_counts(self.preview_result)))
-        if self.overwrites and not self._kwargs.get("dry_run"):
+        if self.overwrites and not self._dry_run:
             text.append(side.confirm_text(self.overwrites, len(self.changes.frame)))
         text.append("Confirm to apply, or Cancel.")
         self.confirm_html.value = message_html("\n".join(text), kind="warning")
@@ -494,8 +379,6 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         the thread to run it in, unless the caller's own thread runs it (``spawn=False``)."""
         self.state = "running"
         self.error = None
-        self._live = Counter()
-        self._done = 0
         if not spawn:
             return None
         self._thread = threading.Thread(target=self._work, name="recocora-apply", daemon=True)
@@ -516,27 +399,24 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         if thread is not None:
             thread.start()
 
-    def _advance(self, rows: int, counts: Mapping[str, int]) -> None:
+    def _on_progress(self, event: Progress) -> None:
+        """The run's events move the bar: rows done of the rows to send, counts by status."""
+        order = STATUS_ORDER.get(self._side.api, ())
+        live = {k: event.counts[k] for k in order if event.counts.get(k)}
+        live.update((k, n) for k, n in event.counts.items() if k not in live and n)
         with self._lock:
-            self._live.update(counts)
-            self._done += rows
-            done = self._done
-            order = STATUS_ORDER.get(self._side.api, ())
-            live = {k: self._live[k] for k in order if self._live[k]}
-            live.update((k, n) for k, n in self._live.items() if k not in live and n)
-            if done > self.progress.max:
-                self.progress.max = done
-            self.progress.value = done
+            self.progress.max = max(1, event.rows_total, event.rows_done)
+            self.progress.value = event.rows_done
+            total = self.progress.max
         self.progress_html.value = (
-            f"<span style='margin-left:8px'>{done:,} / {self.progress.max:,} rows "
+            f"<span style='margin-left:8px'>{event.rows_done:,} / {total:,} rows "
             f"{badges_html(live)}</span>"
         )
 
     def _work(self) -> None:
         try:
-            run = self._side.run_method()
-            result = run(client=self._side.watch(self.client, self._advance), progress=False,
-                         **self._kwargs)
+            options = replace(self._options, progress=False, on_progress=self._on_progress)
+            result = self._side.run(self.client, options)
         # Whatever stops the run, the widget must say so rather than stay "running".
         except BaseException as exc:
             partial = getattr(exc, "result", None)
@@ -594,7 +474,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         side = self._side
-        lines = [f"{side.label} preview: {_plural(side.rows, 'row')}, "
+        lines = [f"{side.label} preview: {plural(side.rows, 'row')}, "
                  f"state {self.state}"]
         preview = self.preview_result
         if preview is None or self._blocked_reason is not None:
@@ -602,9 +482,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         if preview is not None:
             counts = status_counts(preview)
             lines.append("would: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
-            lines.append(side.eta(self.client, preview, self._kwargs))
+            lines.append(side.eta(self.client, preview, self._options))
             if len(self.failure_cases):
-                lines.append(f"{_plural(len(self.failure_cases), 'problem')} in the rows "
+                lines.append(f"{plural(len(self.failure_cases), 'problem')} in the rows "
                              "(see .failure_cases)")
         if self.result is not None:
             lines.append("result: " + summary_text(self.result))
@@ -636,123 +516,10 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         return data
 
 
-# ------------------------------------------------------------------------------------ Cora
-
-
-def _fields(details: Any) -> list[str]:
-    """The fields a row failure names (Cora's ``details``)."""
-    if isinstance(details, list):
-        return [str(d["field"]) for d in details if isinstance(d, dict) and d.get("field")]
-    return []
-
-
-class _CoraSide:
-    api = "cora"
-    label = "Cora upsert"
-    service = "Cora"
-    call = "df.cora.preview"
-    written: tuple[str, ...] = ("created", "updated")
-    status_column = "cora_status"
-    headline: tuple[str, ...] = ("created", "updated", "unchanged", "failed")
-    changes_facet = "field"
-    changes_title = "Field changes on existing accounts"
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.accessor = CoraAccessor(df)
-        self.frame = df
-        self.index = df.index
-        self.rows = len(df)
-        self._columns: Mapping[str, str] = {}
-
-    def make_client(self) -> CoraClient:
-        return CoraClient()
-
-    def run_method(self) -> Callable[..., pd.DataFrame]:
-        return self.accessor.upsert
-
-    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        options = _accepted(self.accessor.diff, kwargs)
-        options["include_changes"] = True  # the changes table needs them, dry run or not
-        # Field → the frame's own column, so a problem shows the row's value under its name.
-        renames = options.get("columns") or {}
-        self._columns = {str(field): column for column, field in renames.items()}
-        return self.accessor.diff(client=client, progress=progress, **options)
-
-    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
-
-    def own_column(self, name: Any) -> Any:
-        return self._columns.get(name, name) if isinstance(name, str) else name
-
-    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
-        """Rows Cora would refuse (create requirements, server-side rules), as problems: one
-        per field named, with the row's own value in that column (blank when it has none)."""
-        failed = preview[preview["cora_status"] == "failed"]
-        records = []
-        for label, details, code, message in zip(
-            failed.index.tolist(), failed["cora_details"].tolist(),
-            failed["cora_code"].tolist(), failed["cora_message"].tolist(), strict=True,
-        ):
-            fields: list[str | None] = [*_fields(details)] or [None]
-            for field in fields:
-                column = self.own_column(field)
-                records.append({
-                    "row": label, "column": column, "problem": problem_name(code),
-                    "value": self._value(label, column), "message": message,
-                })
-        out: pd.DataFrame = pd.DataFrame(records, columns=_PROBLEM_COLUMNS, dtype=object)
-        return out
-
-    def _value(self, label: Any, column: str | None) -> Any:
-        if column is None or column not in self.frame.columns:
-            return None
-        return self.frame.at[label, column] if self.index.is_unique else None
-
-    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
-        return int((preview["cora_status"] == "updated").sum())
-
-    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame:
-        if preview is None:
-            empty: pd.DataFrame = pd.DataFrame(
-                columns=["index", "externalId", "field", "from", "to"], dtype=object
-            )
-            return empty
-        return changes_table(preview)
-
-    def to_send(self, preview: pd.DataFrame) -> int:
-        return int((preview["cora_status"] != "invalid").sum())
-
-    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str:
-        chunks = math.ceil(self.to_send(preview) / client.MAX_ROWS)
-        what = "The dry run" if kwargs.get("dry_run") else "The real run"
-        if not chunks:
-            return f"{what} has no rows to send."
-        seconds = chunks * client.min_interval
-        took = format_duration(seconds) if seconds >= 1 else "under a second"
-        return (f"{what} sends {_plural(chunks, 'request')} of up to {client.MAX_ROWS} rows, "
-                f"one per {client.min_interval:g} s: {took}.")
-
-    def confirm_text(self, overwrites: int, n_changes: int) -> str:
-        return (f"{_plural(overwrites, 'existing account')} would be updated "
-                f"({_plural(n_changes, 'field change')}; stored values are overwritten).")
-
-    def watch(self, client: Any, advance: Advance) -> CoraClient:
-        def on_answer(body: bytes, answer: dict[str, Any]) -> None:
-            sent = len(orjson.loads(body).get("accounts", []))
-            results = [r for r in answer.get("results", []) if isinstance(r, dict)]
-            counts = Counter(str(r.get("status")) for r in results)
-            if sent > len(results):
-                counts["failed"] += sent - len(results)
-            advance(sent, counts)
-
-        watched: CoraClient = _Watch(client, "bulk_upsert_raw", on_answer)  # type: ignore[assignment]
-        return watched
-
-
 class CoraPreview(Preview):
     """The widget ``df.cora.preview()`` returns; see :class:`Preview` for its parts.
 
-    ``upsert_kwargs`` are :meth:`~recocora.cora.accessor.CoraAccessor.upsert`'s options
+    ``upsert_kwargs`` are ``df.cora.upsert``'s options
     (``on_invalid``, ``columns``, ``mode``, ``dry_run`` ...); the preview uses those that
     shape the outcome and Apply passes them all on.
 
@@ -761,110 +528,13 @@ class CoraPreview(Preview):
 
     def __init__(self, df: pd.DataFrame, client: CoraClient | None = None,
                  **upsert_kwargs: Any) -> None:
-        super().__init__(_CoraSide(df), client, upsert_kwargs)
-
-
-# --------------------------------------------------------------------------------- Recotap
-
-
-class _RecotapSide:
-    api = "recotap"
-    label = "Recotap map_ids"
-    service = "Recotap"
-    call = "df.recotap.preview"
-    written: tuple[str, ...] = ("mapped",)
-    status_column = "recotap_status"
-    headline: tuple[str, ...] = (
-        "mapped", "not_found", "already_mapped", "superseded", "unchanged"
-    )
-    changes_facet = "status"
-    changes_title = "Mappings (domain, id to write, id the account holds now)"
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.accessor = RecotapAccessor(df)
-        self.index = df.index
-        self.rows = len(df)
-
-    def make_client(self) -> RecotapClient:
-        return RecotapClient()
-
-    def run_method(self) -> Callable[..., pd.DataFrame]:
-        return self.accessor.map_ids
-
-    def diff(self, client: Any, progress: bool, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        options = _accepted(self.accessor.diff, kwargs)
-        return self.accessor.diff(client=client, progress=progress, **options)
-
-    def failure_cases(self, kwargs: Mapping[str, Any]) -> pd.DataFrame:
-        return self.accessor.validate(**_accepted(self.accessor.validate, kwargs))
-
-    def own_column(self, name: Any) -> Any:
-        return name  # the checks name the frame's own columns
-
-    def would_fail(self, preview: pd.DataFrame) -> pd.DataFrame:
-        return _problems(pd.DataFrame())
-
-    def overwrites(self, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> int:
-        """Rows that would replace a different id already on the account."""
-        existing = preview["recotap_existing_id"]
-        mask = (
-            (preview["recotap_status"] == "mapped")
-            & existing.notna()
-            & (existing != preview["recotap_external_id"])
-        )
-        return int(mask.fillna(False).astype(bool).sum())
-
-    def changes(self, preview: pd.DataFrame | None) -> pd.DataFrame:
-        columns = ["index", "status", "domain", "id to write", "existing id"]
-        if preview is None:
-            empty: pd.DataFrame = pd.DataFrame(columns=columns, dtype=object)
-            return empty
-        shown = preview[preview["recotap_status"] != "invalid"]
-        out: pd.DataFrame = pd.DataFrame(
-            {
-                "index": shown.index.to_numpy(dtype=object),
-                "status": shown["recotap_status"].astype(object).to_numpy(),
-                "domain": shown["recotap_domain"].astype(object).to_numpy(),
-                "id to write": shown["recotap_external_id"].astype(object).to_numpy(),
-                "existing id": shown["recotap_existing_id"].astype(object).to_numpy(),
-            },
-            columns=columns,
-        )
-        return out
-
-    def to_send(self, preview: pd.DataFrame) -> int:
-        return int(preview["recotap_status"].isin(["mapped", "not_found"]).sum())
-
-    def eta(self, client: Any, preview: pd.DataFrame, kwargs: Mapping[str, Any]) -> str:
-        size = client.MAX_MAPPINGS
-        requests = math.ceil(self.to_send(preview) / size)
-        if not requests:
-            return "The real run has no mappings to send."
-        return (f"The real run sends {_plural(requests, 'request')} of up to {size} mappings, "
-                f"{client.max_concurrency} at a time; Recotap documents no rate limit, so it "
-                "takes seconds.")
-
-    def confirm_text(self, overwrites: int, n_changes: int) -> str:
-        held = "holds" if overwrites == 1 else "hold"
-        return (f"overwrite=True: {_plural(overwrites, 'account')} already {held} a different "
-                "id that would be replaced.")
-
-    def watch(self, client: Any, advance: Advance) -> RecotapClient:
-        def on_answer(body: bytes, answer: dict[str, Any]) -> None:
-            sent = len(orjson.loads(body).get("mappings", []))
-            missing = len(answer.get("notFound", []) or [])
-            advance(sent, {"mapped": sent - missing, "not_found": missing})
-
-        watched: RecotapClient = _Watch(  # type: ignore[assignment]
-            client, "map_external_ids_raw", on_answer
-        )
-        return watched
+        super().__init__(CoraSide(df), client, upsert_kwargs)
 
 
 class RecotapPreview(Preview):
     """The widget ``df.recotap.preview()`` returns; see :class:`Preview` for its parts.
 
-    ``map_ids_kwargs`` are :meth:`~recocora.recotap.accessor.RecotapAccessor.map_ids`'s
+    ``map_ids_kwargs`` are ``df.recotap.map_ids``'s
     options (``domain``, ``external_id``, ``overwrite``, ``on_invalid``, ``verify`` ...);
     the preview uses those that shape the outcome and Apply passes them all on.
 
@@ -873,4 +543,4 @@ class RecotapPreview(Preview):
 
     def __init__(self, df: pd.DataFrame, client: RecotapClient | None = None,
                  **map_ids_kwargs: Any) -> None:
-        super().__init__(_RecotapSide(df), client, map_ids_kwargs)
+        super().__init__(RecotapSide(df), client, map_ids_kwargs)

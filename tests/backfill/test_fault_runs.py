@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from recocora import CoraClient, RecotapClient
-from recocora._journal import Journal
+from recocora._state import Journal
 from recocora.sandbox import FaultConfig
 
 from .conftest import (

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from recocora import CoraClient
-from recocora._journal import Journal, deferred_interrupt
+from recocora._run import deferred_interrupt
+from recocora._state import Journal
 from recocora.errors import RunInterrupted
 from recocora.sandbox import FaultConfig
 

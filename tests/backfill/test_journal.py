@@ -14,11 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recocora import ConfigError, CoraClient, RecotapClient
-from recocora._journal import (
+from recocora import ConfigError, CoraClient, JournalError, RecotapClient
+from recocora._state import (
     Ack,
     Journal,
-    JournalError,
     default_journal_path,
     journal_target,
     key_fingerprint,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from recocora import CoraClient, RecotapClient, ServerError
-from recocora._journal import Journal
+from recocora._state import Journal
 from recocora.errors import TooManyFailedError
 from recocora.sandbox import FaultConfig
 

@@ -21,8 +21,8 @@ from recocora import (
     RecocoraError,
     RecotapClient,
 )
-from recocora._journal import Journal
 from recocora._ratelimit import SpacingLimiter
+from recocora._state import Journal
 from recocora.cli import main as cli_main
 from recocora.cora._signing import parse_key
 from recocora.errors import TooManyFailedError

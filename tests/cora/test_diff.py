@@ -113,7 +113,7 @@ def test_chunks_reads_and_eta_follow_the_client(
 
     assert preview["cora_batch"].tolist() == [i // 5 for i in range(23)]
     assert preview.attrs["bulk_requests"] == 5
-    assert preview.attrs["eta_s"] == 4 * 20.0
+    assert preview.attrs["eta_s"] == pytest.approx(4 * (20.0 + client.limiter.ROOM))
     # 23 ids, 3 per GET: 8 reads, none of them a bulk request.
     assert preview.attrs["requests"] == len(gets(sb)) == 8
     assert bulk_posts(sb) == []

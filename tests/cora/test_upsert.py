@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import recocora
 from recocora import CoraClient, ValidationError
 from recocora.errors import ServerError
 from recocora.sandbox import FaultConfig, Sandbox
@@ -284,15 +283,3 @@ def test_any_frame_yields_one_status_per_input_row(
     assert res.loc[sent, "cora_batch"].notna().all()
     assert res.loc[~sent, "cora_batch"].isna().all()
     assert sum(res.attrs["counts"].values()) == len(df)
-
-
-def test_public_names_are_guarded() -> None:
-    assert set(recocora.__all__) == {
-        "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
-        "JournalError", "NotFoundError", "RateLimitError", "RecocoraError", "RecotapClient",
-        "RequestRejectedError", "RunInterrupted", "ServerError", "TooManyFailedError",
-        "TransportError", "ValidationError", "__version__", "changes_table",
-        "match_accounts", "normalize_domain", "normalize_phone",
-    }
-    for name in recocora.__all__:
-        assert hasattr(recocora, name)

@@ -16,7 +16,7 @@ import recocora.recotap.accessor  # noqa: F401  (registers df.recotap)
 from recocora._transport import RetryPolicy
 from recocora.errors import AuthError, ServerError, ValidationError
 from recocora.recotap._client import RecotapClient
-from recocora.recotap._mapping import RESULT_COLUMNS, STATUSES, map_ids
+from recocora.recotap._mapping import RESULT_COLUMNS, STATUSES
 from recocora.sandbox import FaultConfig
 
 from .conftest import FAST_RETRY, calls, domain_of, logged, stored_ids
@@ -70,7 +70,7 @@ def test_a_shrunk_limit_is_what_every_request_respects(
     monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", 7)
     monkeypatch.setattr(sb.app.recotap, "MAX_MAPPINGS", 7)
     domains = accounts(50)
-    res = map_ids(crm(domains), client=client, progress=False)
+    res = crm(domains).recotap.map_ids(client=client, progress=False)
     assert [r.status for r in calls(sb, "PATCH", PATCH_PATH, 8)] == [200] * 8
     assert res["recotap_batch"].value_counts().max() == 7
     assert set(statuses(res)) == {"mapped"}
@@ -138,7 +138,7 @@ def test_duplicates_do_not_depend_on_chunk_boundaries(
     monkeypatch.setattr(RecotapClient, "MAX_MAPPINGS", size)
     domains = accounts(3)
     rows = [domains[0], domains[1], domains[0], domains[2], domains[1], domains[0]]
-    res = map_ids(crm(rows), client=client_for(max_concurrency=3), progress=False)
+    res = crm(rows).recotap.map_ids(client=client_for(max_concurrency=3), progress=False)
     assert statuses(res) == [
         "superseded", "superseded", "superseded", "mapped", "mapped", "mapped"
     ]

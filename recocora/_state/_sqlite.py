@@ -1,6 +1,6 @@
-"""What long runs need to survive anything: the journal, the failure limit, Ctrl-C.
+"""The SQLite journal: the default run store.
 
-**The journal** is a SQLite file (``df.cora.upsert(journal="backfill.db")``,
+The journal is a SQLite file (``df.cora.upsert(journal="backfill.db")``,
 ``df.recotap.map_ids(journal=...)``; ``journal=True`` picks a file in the cache directory, one
 per API, key id and base URL). After every answer, in one transaction, it records each
 acknowledged row: its key (Cora ``externalId``, Recotap normalised domain), a hash of exactly
@@ -19,7 +19,7 @@ no key id, by a one-way fingerprint of its key).
 
 >>> j = Journal(":memory:", api="cora", target="cora https://api.corafone.com key k1")
 >>> run = j.begin_run(dry_run=False, rows=1, to_send=1, skipped=0)
->>> j.record([Ack("A1", row_hash({"externalId": "A1"}), "created", account_id="acc_1")],
+>>> j.record([Ack("A1", bytes(16), "created", account_id="acc_1")],
 ...          run=run, dry_run=False, batch=0)
 >>> j.applied().loc["A1", "status"]
 'created'
@@ -27,53 +27,21 @@ no key id, by a one-way fingerprint of its key).
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import os
-import re
-import signal
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from types import TracebackType
 
-import orjson
 import pandas as pd
 
-from ._config import cache_dir
-from ._wire import to_json_value
-from .errors import (
-    ConfigError,
-    JournalError,
-    RecocoraError,
-    RunInterrupted,
-    TooManyFailedError,
-)
+from ..errors import ConfigError, JournalError
+from ._keys import now as _now
+from ._store import Ack
 
-__all__ = [
-    "Ack",
-    "FailureLimit",
-    "Journal",
-    "JournalError",
-    "JournalSpec",
-    "RunInterrupted",
-    "TooManyFailedError",
-    "combine_results",
-    "default_journal_path",
-    "deferred_interrupt",
-    "journal_target",
-    "key_fingerprint",
-    "open_journal",
-    "row_hash",
-    "row_hashes",
-]
-
-#: What ``journal=`` accepts: a path, ``True`` (the default file), or ``None``/``False`` (none).
-JournalSpec = str | os.PathLike[str] | bool | None
+__all__ = ["Journal"]
 
 FORMAT = "recocora-journal"
 VERSION = "1"
@@ -128,94 +96,6 @@ ON CONFLICT (api, target, key, dry_run) DO UPDATE SET
     batch = excluded.batch
 """
 
-
-# --------------------------------------------------------------------------- hashing
-
-
-def _default(value: Any) -> Any:
-    return to_json_value(value)
-
-
-def row_hash(row: Any) -> bytes:
-    """16-byte BLAKE2b digest of one row's JSON (keys sorted, so column order does not count).
-
-    >>> a, b = {"externalId": "A1", "bucket": "x"}, {"bucket": "x", "externalId": "A1"}
-    >>> row_hash(a) == row_hash(b)
-    True
-    """
-    return hashlib.blake2b(
-        orjson.dumps(row, default=_default, option=orjson.OPT_SORT_KEYS), digest_size=16
-    ).digest()
-
-
-def row_hashes(rows: Sequence[Any]) -> list[bytes]:
-    """:func:`row_hash` of each row of a chunk, in order (about a microsecond a row).
-
-    >>> len(row_hashes([{"externalId": "A1"}, {"externalId": "A2"}]))
-    2
-    """
-    dumps, sort, blake = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.blake2b
-    return [blake(dumps(r, default=_default, option=sort), digest_size=16).digest() for r in rows]
-
-
-def key_fingerprint(secret: str) -> str:
-    """A short one-way label for a key that has no public id (Recotap's): it tells keys apart
-    in file names and journal rows without revealing them.
-
-    >>> len(key_fingerprint("rtp_live_0123456789"))
-    16
-    """
-    return hashlib.sha256(b"recocora key fingerprint\n" + secret.encode()).hexdigest()[:16]
-
-
-def _clean_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def journal_target(api: str, base_url: str, key_label: str) -> str:
-    """How journal rows are filed: API, base URL (any user info dropped) and key label.
-
-    >>> journal_target("cora", "https://u:p@api.corafone.com/", "k1")
-    'cora https://api.corafone.com key k1'
-    """
-    return f"{api} {_clean_url(base_url)} key {key_label}"
-
-
-def default_journal_path(api: str, base_url: str, key_label: str) -> Path:
-    """The file ``journal=True`` uses: in the cache directory, one per API, key label and
-    base URL.
-
-    >>> default_journal_path("cora", "https://api.corafone.com", "k1").name  # doctest: +SKIP
-    'cora-k1-3f1c2a9b.sqlite'
-    """
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", key_label)[:40] or "key"
-    where = hashlib.sha256(_clean_url(base_url).encode()).hexdigest()[:8]
-    return cache_dir() / "journals" / f"{api}-{slug}-{where}.sqlite"
-
-
-def _now() -> str:
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-# --------------------------------------------------------------------------- the journal
-
-
-class Ack(NamedTuple):
-    """One acknowledged row, as the journal records it."""
-
-    key: str
-    hash: bytes
-    status: str
-    account_id: str | None = None
-    external_id: str | None = None
-    updated_at: str | None = None
-    code: str | None = None
 
 
 class Journal:
@@ -410,162 +290,3 @@ class Journal:
         frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
         frame["dry_run"] = frame["dry_run"].astype(bool)
         return frame
-
-
-def open_journal(spec: JournalSpec, *, api: str, base_url: str, key_label: str
-                 ) -> Journal | None:
-    """The journal a ``journal=`` argument asks for, bound to this API and key, or ``None``.
-
-    >>> open_journal(None, api="cora", base_url="https://api.corafone.com", key_label="k1")
-    """
-    if spec is None or spec is False:
-        return None
-    if spec is True:
-        path: str | os.PathLike[str] = default_journal_path(api, base_url, key_label)
-    elif isinstance(spec, (str, os.PathLike)):
-        path = spec
-    else:
-        raise TypeError(
-            f"journal must be a file path, True (a file in the cache directory) or None, "
-            f"not {type(spec).__name__}"
-        )
-    return Journal(path, api=api, target=journal_target(api, base_url, key_label))
-
-
-def combine_results(previous: pd.DataFrame, fresh: pd.DataFrame,
-                    status_column: str) -> pd.DataFrame:
-    """``previous`` with the rows of ``fresh`` (a run over some of its rows) replaced; the
-    attrs are ``fresh``'s, with counts over the whole frame and ``resent`` rows.
-
-    >>> fresh = df.loc[res.cora_status == "failed"].cora.upsert()  # doctest: +SKIP
-    >>> res = combine_results(res, fresh, "cora_status")  # doctest: +SKIP
-    """
-    out: pd.DataFrame = previous.copy()
-    where = out.index.get_indexer(fresh.index)
-    for column in fresh.columns:
-        values = fresh[column]
-        if column not in out:
-            out[column] = pd.Series(pd.NA if values.dtype != object else None,
-                                    index=out.index, dtype=values.dtype)
-        target = out[column]
-        if target.dtype == object:
-            merged = target.to_numpy(dtype=object, copy=True)
-            merged[where] = values.to_numpy(dtype=object)
-            out[column] = pd.Series(merged, index=out.index, dtype=object)
-        else:
-            updated = target.copy()
-            updated.iloc[where] = values.to_numpy()
-            out[column] = updated
-    out.attrs = dict(fresh.attrs)
-    tally = out[status_column].astype(object).value_counts(sort=False).to_dict()
-    out.attrs["counts"] = {str(k): int(v) for k, v in tally.items()}
-    out.attrs["resent"] = len(fresh)
-    return out
-
-
-def resend_rows(
-    df: pd.DataFrame,
-    previous: pd.DataFrame,
-    status_column: str,
-    run: Callable[[pd.DataFrame], pd.DataFrame],
-    resend: Sequence[str],
-    zero: dict[str, int],
-) -> pd.DataFrame:
-    """Run ``run`` on the rows of ``df`` that ``previous`` marks with a status in ``resend``
-    and fold the answers into ``previous`` (``only=`` of upsert and map_ids). ``zero`` is
-    the attrs a run that sends nothing reports; an error's partial result is folded too."""
-    status = previous[status_column].astype(object)
-    wanted = previous.index[status.isin(list(resend)).to_numpy(dtype=bool)]
-    if not len(wanted):
-        unchanged: pd.DataFrame = previous.copy()
-        unchanged.attrs.update(zero)
-        return unchanged
-    absent = wanted.difference(df.index, sort=False)
-    if len(absent):
-        raise ValueError(
-            f"{len(absent):,} rows to re-send are not in this frame (e.g. "
-            f"{absent[:3].tolist()}); call it on the frame that produced the result."
-        )
-    try:
-        fresh = run(df.loc[wanted])
-    except (RecocoraError, RunInterrupted) as exc:
-        if exc.result is not None:
-            exc.result = combine_results(previous, exc.result, status_column)
-        raise
-    return combine_results(previous, fresh, status_column)
-
-
-# --------------------------------------------------------------------------- stopping
-
-
-class FailureLimit:
-    """``max_failed``: ``None`` never stops; an ``int`` is a count of failed rows; a ``float``
-    in [0, 1] a fraction of the rows sent so far. The run stops as soon as it is exceeded.
-
-    >>> FailureLimit(0.1).exceeded(failed=11, sent=100), FailureLimit(20).exceeded(11, 100)
-    (True, False)
-    """
-
-    def __init__(self, max_failed: int | float | None) -> None:
-        if max_failed is not None and (
-            isinstance(max_failed, bool) or not isinstance(max_failed, (int, float))
-        ):
-            raise TypeError(
-                "max_failed must be None, a count (int) or a fraction of the rows sent "
-                f"(float between 0 and 1), not {type(max_failed).__name__}"
-            )
-        if isinstance(max_failed, int) and max_failed < 0:
-            raise ValueError(f"max_failed must be at least 0, not {max_failed}")
-        if isinstance(max_failed, float) and not 0.0 <= max_failed <= 1.0:
-            raise ValueError(
-                f"max_failed={max_failed} as a float is a fraction of the rows sent and must "
-                "be between 0 and 1; pass an int for a count of rows"
-            )
-        self.max_failed = max_failed
-
-    def exceeded(self, failed: int, sent: int) -> bool:
-        limit = self.max_failed
-        if limit is None:
-            return False
-        if isinstance(limit, float):
-            return failed > limit * sent
-        return failed > limit
-
-    def describe(self) -> str:
-        limit = self.max_failed
-        if isinstance(limit, float):
-            return f"max_failed={limit:g} ({limit:.1%} of the rows sent)"
-        return f"max_failed={limit}"
-
-
-@contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives inside the block until the block has finished.
-
-    Wraps the few milliseconds between an answer's arrival and its rows being merged and
-    committed to the journal, so an interrupt there cannot lose an answer that arrived. Only
-    the main thread receives signals; elsewhere, or when Python does not own the SIGINT
-    handler, the block runs as is.
-
-    >>> with deferred_interrupt():
-    ...     pass
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:
-        yield
-        return
-    received: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-
-    signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            signal.raise_signal(signal.SIGINT)
