@@ -15,7 +15,15 @@ import pandas as pd
 
 from .._report import status_counts
 
-__all__ = ["changed_rows", "closed_text", "counts_text", "outcome_text", "stale_text"]
+__all__ = [
+    "changed_rows",
+    "closed_text",
+    "confirm_lines",
+    "counts_text",
+    "outcome_text",
+    "stale_text",
+    "waiting_text",
+]
 
 
 def counts_text(counts: Mapping[str, int]) -> str:
@@ -89,3 +97,23 @@ def outcome_text(result: pd.DataFrame, service: str, written: tuple[str, ...], *
     text = (f"{lead}: {_rows(n)} written to {service} ({counts_text(wrote)})" if n
             else f"{lead}: nothing was written to {service}")
     return f"{text}; {counts_text(rest)}." if any(rest.values()) else f"{text}."
+
+
+def waiting_text(stale_rows: int) -> str:
+    """The header before a run: what the preview was worked out from, or that Apply's
+    re-check found ``stale_rows`` rows changed."""
+    if stale_rows:
+        return (f"Re-checked before writing: {_rows(stale_rows)} changed since the preview "
+                "was worked out; the counts below are the new ones. Nothing has been written "
+                "yet.")
+    return "Worked out from the accounts' current state: nothing has been written yet."
+
+
+def confirm_lines(stale: int, before: Mapping[str, int], now: Mapping[str, int],
+                  overwrite: str | None) -> list[str]:
+    """What Apply asks before it writes: the re-check's news, what would be overwritten."""
+    lines = [stale_text(stale, before, now)] if stale else []
+    if overwrite is not None:
+        lines.append(overwrite)
+    lines.append("Confirm to apply, or Cancel.")
+    return lines

@@ -1,15 +1,13 @@
-"""Preview → confirm → progress → results: the notebook widgets behind ``df.cora.preview()``
-and ``df.recotap.preview()``.
+"""Preview → re-check → confirm → progress → results: the widgets behind
+``df.cora.preview()`` and ``df.recotap.preview()``.
 
-The preview is worked out with the free local diffs (``df.cora.diff``, ``df.recotap.diff``),
-so showing it writes nothing and spends no bulk slot. **Apply** runs the real call with the
-same arguments in a background thread; when anything already stored would be overwritten it
-first asks for an explicit confirmation. Every part is an attribute, so code and tests can
-click the buttons and read the labels without a browser:
+The preview is worked out with the free local diffs, so showing it writes nothing and spends
+no bulk slot. **Apply** works the diff out again, asks for a confirmation when rows changed
+meanwhile or stored data would be overwritten, then runs the real call in a background
+thread. Every part is an attribute, so code and tests can click without a browser:
 
 >>> w = df.cora.preview(client=cora, on_invalid="skip")  # doctest: +SKIP
->>> w.apply_button.click(); w.confirm_button.click(); w.wait()  # doctest: +SKIP
->>> w.result["cora_status"].value_counts()  # doctest: +SKIP
+>>> w.apply_button.click(); w.wait(); w.confirm_button.click(); w.wait()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,34 +27,24 @@ from .._run import RunOptions
 from ..cora._client import CoraClient
 from ..errors import ValidationError
 from ..recotap._client import RecotapClient
-from ._apply import changed_rows, closed_text, outcome_text, stale_text
+from ._apply import changed_rows, closed_text, confirm_lines, outcome_text, waiting_text
 from ._results import PagedTable, message_html
-from ._sides import CoraSide, RecotapSide, Side, plural, problem_frame
+from ._sides import (
+    CoraSide,
+    RecotapSide,
+    Side,
+    error_text,
+    in_row_order,
+    plural,
+    problem_frame,
+    validation_report,
+)
 
 __all__ = ["STATES", "CoraPreview", "Preview", "RecotapPreview"]
 
 #: What a preview can be doing; ``Preview.state`` holds one of these. ``checking``: Apply
 #: works the diff out again before anything is written.
 STATES = ("ready", "blocked", "checking", "confirming", "running", "done", "failed")
-
-def _in_row_order(cases: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
-    """Problems in the frame's row order (problems with the whole frame first), so a reader
-    goes down the table as down the frame."""
-    if not len(cases) or not index.is_unique:
-        as_given: pd.DataFrame = cases.reset_index(drop=True)
-        return as_given
-    where = pd.Series(index.get_indexer(pd.Index(cases["row"].tolist(), dtype=object)))
-    # A problem without a row (a whole column) comes first; a label outside the frame last.
-    where = where.where(cases["row"].notna().to_numpy(), -2).replace(-1, len(index))
-    order = where.sort_values(kind="stable").index
-    ordered: pd.DataFrame = cases.iloc[order].reset_index(drop=True)
-    return ordered
-
-
-def _error_text(exc: BaseException) -> str:
-    # Library errors never carry secrets; the type name tells auth from transport from data.
-    return f"{type(exc).__name__}: {exc}"
-
 
 class Preview(widgets.VBox):  # type: ignore[misc]
     """What a bulk call would do, shown before it runs, with an **Apply** button.
@@ -171,7 +159,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             preview = side.diff(self.client, self._options)
         except ValidationError as exc:
             self.preview_error = exc
-            self.failure_cases = _in_row_order(
+            self.failure_cases = in_row_order(
                 problem_frame(exc.failure_cases, side.own_column), side.index
             )
             self.state = "blocked"
@@ -192,7 +180,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         failing = side.would_fail(preview)
         if len(failing):
             cases = pd.concat([cases, failing], ignore_index=True)
-        self.failure_cases = _in_row_order(cases, side.index)
+        self.failure_cases = in_row_order(cases, side.index)
         self.overwrites = side.overwrites(preview, self._options)
 
     @property
@@ -211,21 +199,16 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         )
 
     def _header_text(self) -> str:
-        side = self._side
         if self.result is not None and self.state in ("done", "failed"):
-            return outcome_text(self.result, side.service, side.written,
-                                done=self.state == "done",
-                                dry_run=self._dry_run)
-        if self.stale_rows:
-            return (f"Re-checked before writing: {plural(self.stale_rows, 'row')} changed "
-                    "since the preview was worked out; the counts below are the new ones. "
-                    "Nothing has been written yet.")
-        return "Worked out from the accounts' current state: nothing has been written yet."
+            return outcome_text(self.result, self._side.service, self._side.written,
+                                done=self.state == "done", dry_run=self._dry_run)
+        return waiting_text(self.stale_rows)
 
     def _render_preview(self) -> None:
         side = self._side
         self._render_header()
-        self.validation_html.value = self._validation_block()
+        self.validation_html.value = validation_report(
+            self.failure_cases, self.preview_error)
         self.problems.show(self.failure_cases)
         self.problems.layout.display = "" if len(self.failure_cases) else "none"
         preview = self.preview_result
@@ -255,30 +238,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         if isinstance(exc, ValidationError):
             return str(exc)
         return ("The preview could not be worked out, so nothing can be applied from it.\n"
-                f"{_error_text(exc) if exc is not None else ''}")
-
-    def _validation_block(self) -> str:
-        cases = self.failure_cases
-        blocked = isinstance(self.preview_error, ValidationError)
-        if not len(cases):
-            if self.preview_error is not None:
-                return ""
-            return message_html("Validation: every row is valid.", kind="success")
-        rows = cases["row"].dropna().map(repr).nunique()
-        ranked = (
-            cases.groupby(["column", "problem"], dropna=False, sort=False).size()
-            .sort_values(ascending=False, kind="stable")
-        )
-        verb = "failed validation" if blocked else "would not be written"
-        lines = [f"{plural(rows, 'row')} {verb} ({plural(len(cases), 'problem')}):"]
-        lines += [
-            f"  {column}: {problem} ({plural(k, 'row')})"
-            for (column, problem), k in zip(ranked.index.tolist(), ranked.tolist(), strict=True)
-        ]
-        if blocked:
-            lines.append("Nothing can be sent as asked: fix these rows, or preview again with "
-                         "on_invalid='skip' to send only the valid rows.")
-        return message_html("\n".join(lines), kind="error" if blocked else "warning")
+                f"{error_text(exc) if exc is not None else ''}")
 
     # -- buttons --------------------------------------------------------------------------------
 
@@ -323,7 +283,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
                     self.error = exc
                     self.state = "failed"
                 problem = ("Apply stopped before writing anything: the accounts' current state "
-                           f"could not be read again.\n{_error_text(exc)}")
+                           f"could not be read again.\n{error_text(exc)}")
         if fresh is None:
             with self._lock:
                 if self.error is None:  # the client was closed: no retry can help
@@ -349,12 +309,9 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             self._launch(None)
             self._work()
             return
-        text = []
-        if stale:
-            text.append(stale_text(stale, before, status_counts(self.preview_result)))
-        if self.overwrites and not self._dry_run:
-            text.append(side.confirm_text(self.overwrites, len(self.changes.frame)))
-        text.append("Confirm to apply, or Cancel.")
+        overwrite = (self._side.confirm_text(self.overwrites, len(self.changes.frame))
+                     if self.overwrites and not self._dry_run else None)
+        text = confirm_lines(stale, before, status_counts(self.preview_result), overwrite)
         self.confirm_html.value = message_html("\n".join(text), kind="warning")
         self.progress_html.value = ""
         self._sync_buttons()
@@ -444,7 +401,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         self.progress.bar_style = "danger"
         partial = self.result
         lines = ["The run stopped with an error. Apply reads the accounts again and sends what "
-                 "they still need.", _error_text(exc)]
+                 "they still need.", error_text(exc)]
         if partial is not None:
             lines.append("Rows so far: " + summary_text(partial))
             self.result_html.value = summary_html(partial)
@@ -489,7 +446,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
         if self.result is not None:
             lines.append("result: " + summary_text(self.result))
         if self.error is not None:
-            lines.append("error: " + _error_text(self.error))
+            lines.append("error: " + error_text(self.error))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -519,9 +476,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
 class CoraPreview(Preview):
     """The widget ``df.cora.preview()`` returns; see :class:`Preview` for its parts.
 
-    ``upsert_kwargs`` are ``df.cora.upsert``'s options
-    (``on_invalid``, ``columns``, ``mode``, ``dry_run`` ...); the preview uses those that
-    shape the outcome and Apply passes them all on.
+    ``upsert_kwargs`` are ``df.cora.upsert``'s options; Apply passes them all on.
 
     >>> w = CoraPreview(df, client=cora, on_invalid="skip")  # doctest: +SKIP
     """
@@ -534,9 +489,7 @@ class CoraPreview(Preview):
 class RecotapPreview(Preview):
     """The widget ``df.recotap.preview()`` returns; see :class:`Preview` for its parts.
 
-    ``map_ids_kwargs`` are ``df.recotap.map_ids``'s
-    options (``domain``, ``external_id``, ``overwrite``, ``on_invalid``, ``verify`` ...);
-    the preview uses those that shape the outcome and Apply passes them all on.
+    ``map_ids_kwargs`` are ``df.recotap.map_ids``'s options; Apply passes them all on.
 
     >>> w = RecotapPreview(crm, client=rtp, overwrite=True)  # doctest: +SKIP
     """

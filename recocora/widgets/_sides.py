@@ -16,11 +16,22 @@ from ..cora import _adapter as cora_run
 from ..cora import _diff as cora_diff
 from ..cora import _schema as cora_schema
 from ..cora._client import CoraClient
+from ..errors import ValidationError
 from ..recotap import _adapter as recotap_run
 from ..recotap import _schema as recotap_schema
 from ..recotap._client import RecotapClient
+from ._results import message_html
 
-__all__ = ["CoraSide", "RecotapSide", "Side", "plural", "problem_frame"]
+__all__ = [
+    "CoraSide",
+    "RecotapSide",
+    "Side",
+    "error_text",
+    "in_row_order",
+    "plural",
+    "problem_frame",
+    "validation_report",
+]
 
 _PROBLEM_COLUMNS = ["row", "column", "problem", "value", "message"]
 
@@ -43,6 +54,50 @@ def problem_frame(failure_cases: pd.DataFrame,
         dtype=object,
     )
     return out
+
+
+def in_row_order(cases: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """Problems in the frame's row order (problems with the whole frame first), so a reader
+    goes down the table as down the frame."""
+    if not len(cases) or not index.is_unique:
+        as_given: pd.DataFrame = cases.reset_index(drop=True)
+        return as_given
+    where = pd.Series(index.get_indexer(pd.Index(cases["row"].tolist(), dtype=object)))
+    # A problem without a row (a whole column) comes first; a label outside the frame last.
+    where = where.where(cases["row"].notna().to_numpy(), -2).replace(-1, len(index))
+    order = where.sort_values(kind="stable").index
+    ordered: pd.DataFrame = cases.iloc[order].reset_index(drop=True)
+    return ordered
+
+
+def error_text(exc: BaseException) -> str:
+    # Library errors never carry secrets; the type name tells auth from transport from data.
+    return f"{type(exc).__name__}: {exc}"
+
+
+def validation_report(cases: pd.DataFrame, preview_error: BaseException | None) -> str:
+    """The validation block's HTML: rows and problems by column, worst first; what to do
+    when validation blocks the run."""
+    blocked = isinstance(preview_error, ValidationError)
+    if not len(cases):
+        if preview_error is not None:
+            return ""
+        return message_html("Validation: every row is valid.", kind="success")
+    rows = cases["row"].dropna().map(repr).nunique()
+    ranked = (
+        cases.groupby(["column", "problem"], dropna=False, sort=False).size()
+        .sort_values(ascending=False, kind="stable")
+    )
+    verb = "failed validation" if blocked else "would not be written"
+    lines = [f"{plural(rows, 'row')} {verb} ({plural(len(cases), 'problem')}):"]
+    lines += [
+        f"  {column}: {problem} ({plural(k, 'row')})"
+        for (column, problem), k in zip(ranked.index.tolist(), ranked.tolist(), strict=True)
+    ]
+    if blocked:
+        lines.append("Nothing can be sent as asked: fix these rows, or preview again with "
+                     "on_invalid='skip' to send only the valid rows.")
+    return message_html("\n".join(lines), kind="error" if blocked else "warning")
 
 
 def plural(n: int, word: str) -> str:
