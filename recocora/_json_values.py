@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._compat import STR_DTYPE, is_arrow_text_storage
+
 __all__ = [
     "INFINITE",
     "PLAIN",
@@ -279,18 +281,18 @@ def arrow_text_as_str(series: pd.Series) -> pd.Series:
     that such columns are checked as the text they are. Arrow to Arrow, no Python strings.
 
     >>> import pyarrow as pa
-    >>> arrow_text_as_str(pd.Series(["a"], dtype=pd.ArrowDtype(pa.string()))).dtype == "str"
+    >>> arrow_text_as_str(pd.Series(["a"], dtype=pd.ArrowDtype(pa.string()))).dtype == STR_DTYPE
     True
     """
     if isinstance(series.dtype, pd.ArrowDtype) and arrow_text(series.dtype):
-        return series.astype("str")
+        return series.astype(STR_DTYPE)
     return series
 
 
 def arrow_text(dtype: Any) -> bool:
     """Text held by Arrow: pandas' ``str`` / ``string[pyarrow]`` or ``ArrowDtype(pa.string())``."""
     if isinstance(dtype, pd.StringDtype):
-        return dtype.storage == "pyarrow"
+        return is_arrow_text_storage(dtype)
     if isinstance(dtype, pd.ArrowDtype):
         return str(dtype.pyarrow_dtype) in ("string", "large_string")
     return False

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 import recocora._json_values as json_values
+from recocora._compat import STR_DTYPE
 from recocora._json_values import arrow_text_as_str, is_missing, json_problem, unsendable_mask
 
 
@@ -30,7 +31,7 @@ def test_value_functions() -> None:
 def test_arrow_text_is_checked_as_text() -> None:
     arrow = pd.Series(["a", None], dtype=pd.ArrowDtype(pa.string()))
     assert unsendable_mask(arrow).tolist() == [False, False]
-    assert arrow_text_as_str(arrow).dtype == "str"
+    assert arrow_text_as_str(arrow).dtype == STR_DTYPE
 
 
 def test_docstring_examples() -> None:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import recocora._report as report
+from recocora._compat import STR_DTYPE
 from recocora._report import (
     CORA_STATUSES,
     RECOTAP_STATUSES,
@@ -44,7 +45,7 @@ def test_counts_cover_every_row_in_reading_order(case: tuple[bool, list[str]]) -
     recotap, values = case
     pool = RECOTAP_STATUSES if recotap else CORA_STATUSES
     column = "recotap_status" if recotap else "cora_status"
-    counts = status_counts(pd.DataFrame({column: pd.Series(values, dtype="str")}))
+    counts = status_counts(pd.DataFrame({column: pd.Series(values, dtype=STR_DTYPE)}))
     assert sum(counts.values()) == len(values)
     assert list(counts) == [s for s in pool if s in set(values)]
     assert has_problems(pd.DataFrame({column: values})) == bool(

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import recocora._wire as wire
+from recocora._compat import STR_DTYPE
 from recocora._json_values import is_missing
 from recocora._validation import FAILURE_COLUMNS
 from recocora._wire import (
@@ -236,7 +237,7 @@ def test_row_builder_slices_match_whole_chunks() -> None:
 
 
 _TEXT_DTYPES: list[Any] = [
-    "str",
+    STR_DTYPE,
     "string[pyarrow]",
     "string[python]",
     pd.ArrowDtype(pa.string()),

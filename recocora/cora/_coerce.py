@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
 
+from .._compat import STR_DTYPE
 from .._json_values import arrow_text_as_str
 from ..errors import ConfigError
 from ._fields import field_of
@@ -96,7 +97,8 @@ def text_series(values: np.ndarray, like: pd.Series) -> pd.Series:
     """A Series of ``values`` with ``like``'s index and name; ``str`` dtype when all text."""
     if infer_dtype(values, skipna=True) in ("string", "empty"):
         try:
-            text: pd.Series = pd.Series(values, index=like.index, name=like.name, dtype="str")
+            text: pd.Series = pd.Series(values, index=like.index, name=like.name,
+                                        dtype=STR_DTYPE)
         except UnicodeEncodeError:
             pass  # broken UTF-16 cannot be str dtype; left as objects for validation to report
         else:

@@ -3,7 +3,7 @@
 A Cora dry run spends one 20-second bulk slot per 500 rows (a 100k-row dry run takes over an
 hour). The preview instead reads the accounts' current state with
 ``GET /external-api/accounts?externalIds=`` (200 ids per request, several at once; no rate
-limit applies) and applies the contract's rules itself (api-contract.md §1.3-1.4):
+limit applies) and applies the contract's rules itself (docs/api-contract.md §1.3-1.4):
 
 - rows are checked as a request would check them, with the field catalogue's rules (the same
   ones ``df.cora.validate()`` applies, so a valid row never fails here for its values):

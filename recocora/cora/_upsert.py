@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._compat import STR_DTYPE, text_cells
 from .._display import as_result
 from .._report import CORA_STATUSES as STATUSES
 from .._run import Batch
@@ -39,7 +40,6 @@ __all__ = [
 
 SERVER_STATUSES = frozenset({"created", "updated", "unchanged", "failed"})
 _SERVER_STATUS = {s: s for s in SERVER_STATUSES}
-_STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default text dtype
 #: Statuses a journal counts as applied: rows with them and unchanged content are skipped.
 APPLIED = ("created", "updated", "unchanged")
 RESULT_COLUMNS = (
@@ -328,9 +328,9 @@ class _Outcome:
         ids = self.external_ids
         if ids is None:
             return object_array(len(self.status), None)
-        if ids.dtype == _STR:
+        if ids.dtype == STR_DTYPE:
             return ids.array  # already the result's dtype: shared, no Python strings made
-        return ids.astype(object).where(ids.notna(), None).to_numpy()
+        return text_cells(ids.astype(object).where(ids.notna(), None).to_numpy())
 
 
 def _text(value: Any) -> str | None:

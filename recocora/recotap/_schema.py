@@ -142,10 +142,10 @@ def superseded_by(domains: pd.Series[Any]) -> pd.Series[Any]:
     >>> superseded_by(pd.Series(["a.com", "b.com", "a.com"], index=["x", "y", "z"])).tolist()
     ['z', None, None]
     """
-    codes, _ = pd.factorize(domains, use_na_sentinel=True)
+    codes, distinct = pd.factorize(domains, use_na_sentinel=True)
     positions = np.arange(len(codes))
     valid = codes >= 0
-    last_of = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int64)
+    last_of = np.full(len(distinct), -1, dtype=np.int64)
     np.maximum.at(last_of, codes[valid], positions[valid])
     winner = np.full(len(codes), -1, dtype=np.int64)
     winner[valid] = last_of[codes[valid]]

@@ -1,7 +1,8 @@
 """The Recotap half of the sandbox: ``/api/v1/accounts...`` served from the shared SQLite store.
 
-It follows the contract in ``api-contract.md`` section 2, and where the vendor's docs are silent
-it is deliberately strict, so a client that works here does not lean on lenient behaviour:
+It follows the contract in ``docs/api-contract.md`` section 2, and where the vendor's docs are
+silent it is deliberately strict, so a client that works here does not lean on lenient
+behaviour:
 
 * every request needs a known ``X-Api-Key`` (401 otherwise); an optional per-key
   requests-per-second limit answers 429 with ``Retry-After``;

@@ -17,6 +17,7 @@ import recocora.cora._checks as checks
 import recocora.cora._coerce as coerce
 import recocora.cora._columns as columns
 import recocora.cora._schema as schema
+from recocora._compat import STR_DTYPE
 from recocora._validation import FAILURE_COLUMNS, valid_mask, validation_error
 from recocora._wire import rows_for_chunk
 from recocora.cora._fields import CATALOGUE
@@ -78,7 +79,7 @@ def test_prepare_renames_and_normalises_ids_without_touching_the_input() -> None
         (pd.Series([1, 2], dtype="int64"), ["1", "2"]),
         (pd.Series([1, None], dtype="Int64"), ["1", None]),
         (pd.Series([np.uint64(2**63)], dtype="uint64"), [str(2**63)]),
-        (pd.Series(["  a1 ", "b2"], dtype="str"), ["a1", "b2"]),
+        (pd.Series(["  a1 ", "b2"], dtype=STR_DTYPE), ["a1", "b2"]),
         (
             pd.Series([" x ", np.int64(5), 6.0, True, None], dtype=object),
             ["x", "5", "6", True, None],

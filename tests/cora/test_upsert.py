@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recocora import CoraClient, ValidationError
+from recocora._compat import STR_DTYPE
 from recocora.errors import ServerError
 from recocora.sandbox import FaultConfig, Sandbox
 
@@ -94,14 +95,14 @@ def test_every_text_storage_is_checked_and_sent_alike(
     sb: Sandbox, client: CoraClient, text: str
 ) -> None:
     # Frames read with dtype_backend="pyarrow" (read_csv, read_parquet) hold pd.ArrowDtype text.
-    dtype: Any = pd.ArrowDtype(pa.string()) if text == "arrow" else text
+    dtype: Any = {"str": STR_DTYPE, "arrow": pd.ArrowDtype(pa.string())}.get(text, text)
     df = new_accounts(3).astype(dtype)
     df["externalId"] = pd.array([" acct-00000", "acct-00001", "acct-00002"], dtype=dtype)
     df["address.city"] = pd.array(["Reno", None, "Ely"], dtype=dtype)
     assert df.cora.validate().empty
     res = df.cora.upsert(client=client, progress=False)
     assert res["cora_status"].tolist() == ["created"] * 3
-    assert res["cora_external_id"].dtype == "str"  # whatever the input's text dtype
+    assert res["cora_external_id"].dtype == STR_DTYPE  # whatever the input's text dtype
     assert res["cora_external_id"].tolist() == ["acct-00000", "acct-00001", "acct-00002"]
     first, second = sb.cora_account("acct-00000"), sb.cora_account("acct-00001")
     assert first is not None and second is not None

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import recocora.recotap._domains as domains
+from recocora._compat import STR_DTYPE
 from recocora.errors import RecocoraError, ValidationError
 from recocora.recotap._domains import domain_problems, failure_cases, normalize_domain
 
@@ -223,7 +224,7 @@ def test_input_is_not_modified() -> None:
 
 def test_column_dtypes_are_accepted() -> None:
     values = ["Acme.com", None]
-    for dtype in (object, "string", "str"):
+    for dtype in (object, "string", STR_DTYPE):
         out = normalize_domain(pd.Series(values, dtype=dtype), errors="coerce")
         assert out.iloc[0] == "acme.com" and pd.isna(out.iloc[1])
     assert normalize_domain(pd.Series(["a.com", "b.com"], dtype="category")).tolist() == [

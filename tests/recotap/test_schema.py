@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import recocora.recotap._schema as schema
+from recocora._compat import STR_DTYPE
 from recocora.errors import ValidationError
 from recocora.recotap._schema import (
     prepare,
@@ -85,7 +86,7 @@ def test_ids_read_from_a_csv_with_blanks_become_whole_number_strings() -> None:
         (pd.Series([1.0, 2.0], dtype="Float64"), ["1", "2"]),
         (pd.Series([-5.0, 0.0]), ["-5", "0"]),
         (pd.Series(["007", " a b "], dtype="string"), ["007", "a b"]),
-        (pd.Series(["007", None], dtype="str"), ["007", None]),
+        (pd.Series(["007", None], dtype=STR_DTYPE), ["007", None]),
         (pd.Series([7, np.int32(8), 9.0, np.float32(10.0), " s "], dtype=object),
          ["7", "8", "9", "10", "s"]),
         (pd.Series(["x", "y", "x"], dtype="category"), ["x", "y", "x"]),
