@@ -29,6 +29,7 @@ from .errors import (
     ServerError,
     TooManyFailedError,
     TransportError,
+    UnreachableError,
     ValidationError,
 )
 from .recotap import accessor as _recotap_accessor  # registers df.recotap
@@ -54,6 +55,7 @@ __all__ = [
     "ServerError",
     "TooManyFailedError",
     "TransportError",
+    "UnreachableError",
     "ValidationError",
     "__version__",
     "changes_table",

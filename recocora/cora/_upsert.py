@@ -38,6 +38,7 @@ from .._journal import (
 )
 from .._progress import RunProgress
 from .._report import CORA_STATUSES as STATUSES
+from .._transport import failed_request_note
 from .._validation import failure_frame, valid_mask, validation_error
 from .._wire import RowBuilder, chunk_slices, dumps, object_array
 from ..errors import RecocoraError, ValidationError
@@ -491,11 +492,7 @@ def _execute(
                                  result) from None
         except RecocoraError as exc:
             if inflight is not None:
-                outcome.mark_unknown(
-                    inflight.positions,
-                    f"the request carrying this row failed ({type(exc).__name__}); whether "
-                    "Cora applied it is unknown, and re-sending it is safe",
-                )
+                outcome.mark_unknown(inflight.positions, failed_request_note(exc, "Cora"))
             exc.result = finish(f"stopped: {type(exc).__name__}")
             raise
     return finish("completed")

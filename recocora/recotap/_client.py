@@ -34,6 +34,7 @@ ACCOUNT_COLUMNS = ("rtp_aid", "name", "domain", "externalId")
 
 class _RecotapTransport(Transport):
     service = "Recotap"
+    base_url_setting = "RECOTAP_BASE_URL"
 
     def __init__(self, base_url: str, key: str, *, timeout: float,
                  retry: RetryPolicy | None, pool_size: int) -> None:

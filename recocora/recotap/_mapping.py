@@ -50,6 +50,7 @@ from .._journal import (
 )
 from .._progress import RunProgress
 from .._report import RECOTAP_STATUSES as STATUSES
+from .._transport import failed_request_note
 from .._wire import chunk_slices, dumps, object_array
 from ..errors import RecocoraError
 from ._client import RecotapClient
@@ -409,10 +410,7 @@ class _Run:
         try:
             answer = future.result()
         except RecocoraError as exc:
-            self.message[rows] = (
-                f"the request carrying this row failed ({exc}); whether it was "
-                "written is unknown, and re-running is safe"
-            )
+            self.message[rows] = failed_request_note(exc, "Recotap")
             return exc
         self._apply(rows, answer)
         self._record(rows)
