@@ -13,8 +13,9 @@ repeated domains win silently. ``map_ids`` decides both before anything is sent:
    are ``unchanged``, and neither is sent.
 4. The rest go out in requests of the client's ``MAX_MAPPINGS``, up to its
    ``max_concurrency`` at once; domains in ``notFound`` are ``not_found``, the others
-   ``mapped``. ``verify=True`` reads the accounts back and marks ids that did not land
-   ``failed``.
+   ``mapped`` when the answer's counts say all of them were written, else read back
+   (:mod:`recocora.recotap._readback`). ``verify=True`` reads every account back and marks
+   ids that did not land ``failed``.
 
 With a journal (:mod:`recocora._journal`), every answer's mappings are recorded as it arrives;
 a re-run skips the mappings already acknowledged with the same id (``skipped``) before any
@@ -54,7 +55,9 @@ from .._transport import failed_request_note
 from .._wire import chunk_slices, dumps, object_array
 from ..errors import RecocoraError
 from ._client import RecotapClient
-from ._domains import normalize_domain
+from ._readback import ABSENT as _ABSENT
+from ._readback import lookup as _lookup
+from ._readback import read_held, settle_batch
 from ._schema import prepare_checked, superseded_by, superseded_mask, validation_error
 
 __all__ = ["RESEND_STATUSES", "RESULT_COLUMNS", "STATUSES", "diff", "map_ids"]
@@ -107,8 +110,16 @@ def map_ids(
     - ``recotap_previous_status``: for ``skipped`` rows, the status the journal holds.
 
     ``attrs`` carry the summary: ``requests`` (mapping requests answered), ``read_requests``,
-    ``matched`` and ``updated`` (summed from the answers), ``not_found`` (rows), ``counts`` (by
-    status), ``duration`` (seconds), ``overwrite`` and ``verified``.
+    ``matched`` and ``updated`` (summed from the answers), ``read_back`` (answers whose
+    counts did not say which rows were written, so their accounts were read back),
+    ``not_found`` (rows), ``counts`` (by status), ``duration`` (seconds), ``overwrite`` and
+    ``verified``.
+
+    A row is ``mapped`` only when the answer says so. When ``matched`` exceeds ``updated``
+    (an account matched but not written, or already holding the id) and ``notFound`` does not
+    say which, that request's accounts are read back and each row gets what its account
+    holds (``failed`` when the id is not there), with a message saying so. Domains go out
+    in the spelling Recotap lists them in (Unicode or punycode), where a read showed it.
 
     With ``overwrite=False`` (the default) no existing id is ever replaced. ``on_invalid=
     "raise"`` sends nothing when a row is invalid and raises
@@ -200,7 +211,7 @@ class _Run:
         self.batch = np.full(n, -1, dtype=np.int64)
         self.previous = np.full(n, None, dtype=object)
         self.summary: dict[str, Any] = {
-            "requests": 0, "read_requests": 0, "matched": 0, "updated": 0,
+            "requests": 0, "read_requests": 0, "matched": 0, "updated": 0, "read_back": 0,
         }
         self.book: Journal | None = None
         self.run_id = 0
@@ -356,6 +367,8 @@ class _Run:
         return unsent
 
     def _send(self, client: RecotapClient, rows: np.ndarray[Any, Any]) -> None:
+        self.client = client
+        self._learn_spellings(client, rows)
         size = client.MAX_MAPPINGS
         batches = [rows[s] for s in chunk_slices(len(rows), size)]
         for b, positions in enumerate(batches):
@@ -433,30 +446,40 @@ class _Run:
 
     def _body(self, rows: np.ndarray[Any, Any]) -> bytes:
         # Built just before its request leaves, so a big frame never has every body in memory.
-        return dumps({"mappings": self._mappings(rows)})
+        # Each domain goes in the spelling Recotap lists it in, where an answer showed it.
+        spelled = self.client.spelled(self.domains[rows].tolist())
+        return dumps({"mappings": [
+            {"domain": d, "externalId": i} for d, i in zip(spelled, self.ids[rows], strict=True)
+        ]})
+
+    def _learn_spellings(self, client: RecotapClient, rows: np.ndarray[Any, Any]) -> None:
+        """Read the accounts of internationalised domains whose spelling at Recotap no answer
+        has shown yet (the overwrite guard reads the others): sent in punycode, they would
+        be not found by a Recotap that stores Unicode."""
+        if not len(rows):
+            return
+        domains = pd.Series(self.domains[rows], dtype=object)
+        idn = domains[domains.str.contains("xn--", regex=False).fillna(False).astype(bool)]
+        unknown = [d for d in idn.tolist() if not client.knows_spelling(d)]
+        if unknown:
+            self.summary["read_requests"] += client.fetch_by_domain(unknown)[1]
 
     def _apply(self, rows: np.ndarray[Any, Any], answer: dict[str, Any]) -> None:
         self.summary["requests"] += 1
         self.summary["matched"] += answer["matched"]
         self.summary["updated"] += answer["updated"]
-        echoed = {str(d) for d in answer["notFound"]}
-        # notFound echoes domains as sent; a server that echoed another spelling still matches.
-        echoed |= {
-            str(d) for d in normalize_domain(pd.Series(sorted(echoed), dtype=object),
-                                             errors="coerce").dropna()
-        }
-        missing = np.isin(self.domains[rows].astype(str), sorted(echoed))
-        self.status[rows] = np.where(missing, "not_found", "mapped")
-        self.message[rows[missing]] = "no Recotap account has this domain"
-        self.message[rows[~missing]] = None
+        # Rows are mapped only where the answer says so; else read back (see _readback).
+        outcome = settle_batch(self.client, self.domains[rows], self.ids[rows], answer)
+        self.status[rows], self.message[rows] = outcome.status, outcome.message
+        self.summary["read_requests"] += outcome.reads
+        self.summary["read_back"] += outcome.read_back
 
     def _verify(self, client: RecotapClient) -> None:
         rows = np.flatnonzero(self.status == "mapped")
         if not len(rows):
             return
-        found, reads = client.fetch_by_domain(self.domains[rows].tolist())
+        held, reads = read_held(client, self.domains[rows])
         self.summary["read_requests"] += reads
-        held = np.array(_lookup(found, self.domains[rows], present=True), dtype=object)
         absent = np.array([h is _ABSENT for h in held], dtype=bool)
         wrong = ~absent & (held != self.ids[rows])
         self.status[rows[absent | wrong]] = "failed"
@@ -528,9 +551,8 @@ class _Run:
             self.batch[rows[positions]] = b
         if not len(rows):
             return
-        found, reads = client.fetch_by_domain(self.domains[rows].tolist())
+        held, reads = read_held(client, self.domains[rows])
         self.summary["read_requests"] += reads
-        held = np.array(_lookup(found, self.domains[rows], present=True), dtype=object)
         absent = np.array([h is _ABSENT for h in held], dtype=bool)
         self.status[rows[absent]] = "not_found"
         self.message[rows[absent]] = "no Recotap account has this domain (the write would say so)"
@@ -557,31 +579,6 @@ class _Run:
             bulk_requests=-(-sent // self._batch_size(client)),
         )
         return frame
-
-
-_ABSENT = object()
-
-
-def _lookup(found: dict[str, dict[str, Any]], domains: np.ndarray[Any, Any],
-            present: bool = False) -> list[Any]:
-    """Each domain's stored id: ``None`` when it has none (or, unless ``present``, when no
-    account was found); ``_ABSENT`` when no account was found and ``present`` is set."""
-    keyed = dict(found)
-    # The server's normal form may differ from ours in rare IDNA corners; index both.
-    theirs = list(found)
-    ours = normalize_domain(pd.Series(theirs, dtype=object), errors="coerce").tolist()
-    for spelled, normal in zip(theirs, ours, strict=True):
-        if isinstance(normal, str):
-            keyed.setdefault(normal, found[spelled])
-    out: list[Any] = []
-    for d in domains:
-        account = keyed.get(d)
-        if account is None:
-            out.append(_ABSENT if present else None)
-            continue
-        held = account.get("externalId")
-        out.append(held if isinstance(held, str) and held else None)
-    return out
 
 
 def _invalid_messages(
