@@ -14,7 +14,7 @@ repeated domains win silently. ``map_ids`` decides both before anything is sent:
 4. The rest go out in requests of the client's ``MAX_MAPPINGS``, up to its
    ``max_concurrency`` at once; domains in ``notFound`` are ``not_found``, the others
    ``mapped`` when the answer's counts say all of them were written, else read back
-   (:mod:`recocora.recotap._readback`). ``verify=True`` reads every account back and marks
+   and given what each holds. ``verify=True`` reads every account back and marks
    ids that did not land ``failed``.
 
 With a journal (:mod:`recocora._journal`), every answer's mappings are recorded as it arrives;
