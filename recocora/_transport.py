@@ -253,9 +253,15 @@ class Transport:
                     if on_not_sent is not None:
                         on_not_sent()
                     if unreachable >= self.retry.max_unreachable:
-                        raise UnreachableError(self.unreachable_message(
-                            why, unreachable, time.monotonic() - first
-                        )) from None
+                        reach = self.unreachable_message(
+                            why, unreachable, time.monotonic() - first, sent=failures > 0
+                        )
+                        if failures:  # an earlier attempt left: its fate is unknown
+                            raise TransportError(
+                                self._lost_message(method, what, "connection lost", failures)
+                                + " Then: " + reach
+                            ) from None
+                        raise UnreachableError(reach) from None
                     self._sleep(self.retry.unreachable_backoff(unreachable))
                     continue
                 failures += 1
@@ -296,8 +302,10 @@ class Transport:
                 continue
             raise self.error_for(reply, what)
 
-    def unreachable_message(self, why: str, attempts: int, seconds: float) -> str:
-        """One line: which host and port could not be reached, why, and what to check."""
+    def unreachable_message(self, why: str, attempts: int, seconds: float, *,
+                            sent: bool = False) -> str:
+        """One line: which host and port could not be reached, why, and what to check;
+        ``sent`` when an earlier attempt did leave (then it cannot say nothing was sent)."""
         parts = urlsplit(self.base_url)
         host = parts.hostname or parts.netloc
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -311,15 +319,16 @@ class Transport:
         else:
             check = (f"check the base URL {self.base_url!r} ({self.base_url_setting} or "
                      "base_url=), the network, and any firewall, proxy or VPN in the way")
+        nothing = "" if sent else " Nothing was sent."
         return (f"Cannot reach {self.service} at {host}:{port} ({why}; {attempts} attempts "
-                f"in {seconds:.1f} s). Nothing was sent. {check[0].upper()}{check[1:]}.")
+                f"in {seconds:.1f} s).{nothing} {check[0].upper()}{check[1:]}.")
 
     def _lost_message(self, method: str, what: str, kind: str, failures: int) -> str:
         text = f"No answer from {self.service} to {what} after {failures} attempts ({kind})."
         if method in ("GET", "HEAD"):
             return text + " A read changes nothing: try again once the service answers."
-        return (text + " Whether the last attempt was applied is unknown; re-running is "
-                "safe because the write is idempotent.")
+        return (text + " Whether it was applied is unknown; re-running is safe because the "
+                "write is idempotent.")
 
     def _final(self, kind: type[ApiError], reply: Reply, what: str, n: int) -> ApiError:
         base = self.error_for(reply, what)

@@ -104,6 +104,26 @@ def test_upsert_rows_say_not_sent_when_cora_is_unreachable(closed_port: int) -> 
     assert result["cora_message"].str.startswith("not sent: Cannot reach Cora").all()
 
 
+def test_a_server_gone_after_a_lost_answer_does_not_claim_nothing_was_sent() -> None:
+    # The first attempt is written and its answer lost; then the server stops.
+    server = Sandbox(cora_window=0.0, faults=FaultConfig(p_drop_after=1.0)).start()
+    cora = CoraClient(server.cora_key, server.cora_base_url, min_interval=0.0, retry=FAST)
+    cora.transport._sleep = lambda seconds: server.stop()
+    try:
+        with pytest.raises(TransportError) as caught:
+            cora.bulk_upsert([{"externalId": "A1", "phoneNumber": "+15555550111",
+                               "portfolioId": "p", "metadata": {"filenumber": "F1"}}])
+        assert server.cora_account("A1") is not None
+    finally:
+        cora.close()
+        server.close()
+    text = str(caught.value)
+    assert not isinstance(caught.value, UnreachableError)
+    assert "Whether it was applied is unknown" in text
+    assert "connection refused" in text
+    assert "Nothing was sent" not in text
+
+
 def test_an_unknown_host_is_named_with_its_port() -> None:
     # RFC 6761: names under .invalid never resolve.
     cora = CoraClient("cora_org_kx.s3cret", "https://recocora-test.invalid", retry=FAST)
