@@ -425,7 +425,10 @@ class _Run:
         except RecocoraError as exc:
             self.message[rows] = failed_request_note(exc, "Recotap")
             return exc
-        self._apply(rows, answer)
+        try:
+            self._apply(rows, answer)
+        except RecocoraError as exc:  # reading back failed: the rows stay unacknowledged
+            return exc
         self._record(rows)
         self.bar.advance(len(rows), self.counts())
         tally["sent"] += len(rows)
@@ -469,7 +472,14 @@ class _Run:
         self.summary["matched"] += answer["matched"]
         self.summary["updated"] += answer["updated"]
         # Rows are mapped only where the answer says so; else read back (see _readback).
-        outcome = settle_batch(self.client, self.domains[rows], self.ids[rows], answer)
+        try:
+            outcome = settle_batch(self.client, self.domains[rows], self.ids[rows], answer)
+        except RecocoraError as exc:
+            self.message[rows] = (
+                "sent, but Recotap's answer did not say which rows were written and reading "
+                f"them back failed ({exc}); re-sending is safe"
+            )
+            raise
         self.status[rows], self.message[rows] = outcome.status, outcome.message
         self.summary["read_requests"] += outcome.reads
         self.summary["read_back"] += outcome.read_back

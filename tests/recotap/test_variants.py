@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import recocora  # noqa: F401  (registers df.recotap)
-from recocora import AuthError, RecotapClient, RequestRejectedError
+from recocora import AuthError, RecotapClient, RequestRejectedError, ServerError
 from recocora.sandbox import FaultConfig, Sandbox
 
 from .conftest import calls, stored_ids
@@ -57,6 +57,23 @@ def test_matched_but_not_written_is_read_back_not_mapped_on_faith(
     assert "not written" in res["recotap_message"].iloc[0]
     assert res.attrs["read_back"] == 1
     assert len(calls(sb, "GET", "/accounts")) == 1
+
+
+def test_a_failed_read_back_leaves_the_rows_unacknowledged_and_says_why(
+    sb: Sandbox, client: RecotapClient
+) -> None:
+    for name in ("a", "b"):
+        sb.add_recotap_account(domain=f"{name}.com", name=name)
+    # The mapping request passes; every read after it answers 503.
+    sb.set_faults(FaultConfig(p_unwritten=1.0, scope="recotap", start_after=1, p_503=1.0))
+    with pytest.raises(ServerError) as caught:
+        crm(["a.com", "b.com"], ["1", "2"]).recotap.map_ids(
+            client=client, overwrite=True, progress=False)
+    result = caught.value.result
+    assert result is not None
+    assert result["recotap_status"].tolist() == ["not_sent", "not_sent"]
+    assert result["recotap_message"].str.startswith(
+        "sent, but Recotap's answer did not say which rows were written").all()
 
 
 def test_an_account_already_holding_the_id_is_confirmed_mapped(
