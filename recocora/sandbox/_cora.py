@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -245,8 +246,12 @@ def _normalise_values(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether the sent ``b`` leaves the stored ``a`` as it is. Numeric text stored equals
+    the number sent (the docs type currentBalance as number or numeric string) [sandbox]."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
+    if isinstance(a, str) and isinstance(b, (int, float)):
+        return NUMERIC.fullmatch(a) is not None and Decimal(a.strip()) == Decimal(str(b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):

@@ -147,8 +147,8 @@ def test_rules_validation_does_not_see_are_applied(
     assert preview.loc[3, "cora_code"] == "MISSING_REQUIRED_FIELD"
     assert change_map(preview.loc[0, "cora_changes"]) == {
         "history.statuteLimitationsDate": (None, "2031-02-03T00:00:00Z"),
-        # A stored text balance is not the number 12.5; an object replaces a text creditor.
-        "currentBalance": ("12.50", 12.5),
+        # A balance read back as text ("12.50") is the number 12.5 sent: no change there.
+        # An object replaces a text creditor.
         "originalCreditor": ("Old Bank", {"name": "New Bank"}),
     }
     dry = df.cora.upsert(client=client_for(), dry_run=True, include_changes=True,

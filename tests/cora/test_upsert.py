@@ -291,8 +291,8 @@ def test_public_names_are_guarded() -> None:
         "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
         "JournalError", "NotFoundError", "RateLimitError", "RecocoraError", "RecotapClient",
         "RequestRejectedError", "RunInterrupted", "ServerError", "TooManyFailedError",
-        "TransportError", "ValidationError", "__version__", "changes_table",
-        "match_accounts", "normalize_domain", "normalize_phone",
+        "TransportError", "UnreachableError", "ValidationError", "__version__",
+        "changes_table", "match_accounts", "normalize_domain", "normalize_phone",
     }
     for name in recocora.__all__:
         assert hasattr(recocora, name)
