@@ -42,8 +42,9 @@ class RetryPolicy:
 
     ``max_unreachable`` bounds attempts that never reached the server (connection refused,
     unknown host, connecting timed out): they are retried briefly, each wait at most
-    ``unreachable_cap`` seconds, because a server that is down or a mistyped URL does not
-    mend in a rate window, and the user should hear so in seconds.
+    ``unreachable_cap`` seconds, and no new attempt starts once ``unreachable_budget``
+    seconds went by (connecting may time out), because a server that is down or a mistyped
+    URL does not mend in a rate window, and the user should hear so in seconds.
 
     >>> RetryPolicy(backoff_base=0.5).backoff(1) <= 0.5
     True
@@ -55,6 +56,7 @@ class RetryPolicy:
     backoff_cap: float = 30.0
     max_unreachable: int = 4
     unreachable_cap: float = 2.0
+    unreachable_budget: float = 15.0
 
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
@@ -98,6 +100,7 @@ REFUSED = "connection refused"
 UNKNOWN_HOST = "unknown host"
 CONNECT_FAILED = "could not connect"
 CONNECT_TIMED_OUT = "connecting timed out"
+CERTIFICATE = "its TLS certificate failed verification"
 
 
 def never_sent(exc: BaseException) -> str | None:
@@ -113,6 +116,11 @@ def never_sent(exc: BaseException) -> str | None:
         return UNKNOWN_HOST
     if isinstance(reason, NewConnectionError):
         return REFUSED if "refused" in str(reason).lower() else CONNECT_FAILED
+    # Verified in the handshake, before a byte of the request is written.
+    if isinstance(exc, requests.exceptions.SSLError) and (
+        "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc)
+    ):
+        return CERTIFICATE
     return None
 
 
@@ -252,7 +260,8 @@ class Transport:
                     log.debug("%s %s: %s (attempt %d)", self.service, what, why, attempt)
                     if on_not_sent is not None:
                         on_not_sent()
-                    if unreachable >= self.retry.max_unreachable:
+                    if (unreachable >= self.retry.max_unreachable
+                            or time.monotonic() - first >= self.retry.unreachable_budget):
                         reach = self.unreachable_message(
                             why, unreachable, time.monotonic() - first, sent=failures > 0
                         )
@@ -312,6 +321,10 @@ class Transport:
         if why == UNKNOWN_HOST:
             check = (f"check the host name in the base URL {self.base_url!r} "
                      f"({self.base_url_setting} or base_url=) and this machine's network/DNS")
+        elif why == CERTIFICATE:
+            check = (f"check the host name in the base URL {self.base_url!r} "
+                     f"({self.base_url_setting} or base_url=), and any proxy that intercepts "
+                     "TLS on this network")
         elif why == REFUSED:
             check = (f"check that the server is running and listening there, and that the "
                      f"base URL {self.base_url!r} ({self.base_url_setting} or base_url=) is "
