@@ -30,6 +30,7 @@ from .errors import (
     ServerError,
     TooManyFailedError,
     TransportError,
+    UnreachableError,
     ValidationError,
 )
 from .recotap import accessor as _recotap_accessor  # registers df.recotap
@@ -56,6 +57,7 @@ __all__ = [
     "ServerError",
     "TooManyFailedError",
     "TransportError",
+    "UnreachableError",
     "ValidationError",
     "__version__",
     "changes_table",

@@ -147,6 +147,7 @@ class SpacingLimiter:
         self._collect_s = 0.0  # how long the last collection before a slot took
         self._booked_at = -math.inf  # when, and by which thread, this limiter last booked
         self._booked_by = 0
+        self._booking: tuple[float, float] | None = None  # (slot booked, slot before it)
 
     @property
     def shared_path(self) -> Path | None:
@@ -276,6 +277,7 @@ class SpacingLimiter:
                 following = self._shared_next(fd, now, meet=True)
                 if now >= following:
                     self._next = now + self._gap(now)
+                    self._booking = (self._next, following)
                     self._booked_at, self._booked_by = now, threading.get_ident()
                     if fd is not None:
                         _SlotFile.write(fd, self._next)
@@ -291,6 +293,29 @@ class SpacingLimiter:
                 self._collect_s = time.perf_counter() - started
                 continue  # the clock moved on while collecting
             self._sleep(delay)
+
+    def release(self) -> None:
+        """The request of the last booking never reached the server (connection refused,
+        unknown host): give its slot back, so the next attempt does not wait an interval
+        for a request that was never made. Only while no later booking or deferral came
+        after it; the next attempt opens a new connection (:meth:`new_connection`).
+
+        >>> lim = SpacingLimiter(20.0)
+        >>> lim.acquire(), lim.release(), lim.wait_time()
+        (0.0, None, 0.0)
+        """
+        with self._schedule() as fd:
+            self._cold = True
+            booking, self._booking = self._booking, None
+            if booking is None:
+                return
+            booked, before = booking
+            current = _SlotFile.read(fd) if fd is not None else self._next
+            if current != booked or self._next != booked:
+                return
+            self._next = before
+            if fd is not None:
+                _SlotFile.write(fd, before)
 
     def defer(self, seconds: float) -> None:
         """Make the next slot at least ``seconds`` from now (after a 429), and widen the

@@ -53,7 +53,7 @@ RECOTAP_STATUSES = (
     "already_mapped",  # the account holds a different id and overwrite=False; not sent
     "superseded",      # a later row with the same domain wins; not sent
     "invalid",         # failed validation; not sent
-    "failed",          # verify=True read the account back and the id was not there
+    "failed",          # read back (verify=True, or an answer that did not say): id not there
     "skipped",         # the journal holds this exact mapping as acknowledged; not sent
     "not_sent",        # the run stopped (an error) before this row was acknowledged
 )

@@ -318,7 +318,10 @@ class _Run:
         except RecocoraError as exc:
             ad.unknown(batch, ad.request_failed(exc))
             return exc
-        ad.merge(batch, answer)
+        try:
+            ad.merge(batch, answer)
+        except RecocoraError as exc:  # the answer needed a read-back, and it failed
+            return exc
         sent = len(batch.positions)
         self.attrs["requests"] += 1
         self.attrs["rows_sent"] += sent

@@ -20,11 +20,13 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from . import __version__
-from .errors import ApiError, RateLimitError, ServerError, TransportError
+from .errors import ApiError, RateLimitError, ServerError, TransportError, UnreachableError
 
-__all__ = ["Reply", "RetryPolicy", "Transport", "parse_retry_after"]
+__all__ = ["Reply", "RetryPolicy", "Transport", "failed_request_note", "never_sent",
+           "parse_retry_after"]
 
 log = logging.getLogger("recocora")
 
@@ -38,6 +40,12 @@ class RetryPolicy:
     attempt *n* is ``min(cap, base·2ⁿ⁻¹)``, half fixed and half random (jitter), so clients
     that failed together do not retry together.
 
+    ``max_unreachable`` bounds attempts that never reached the server (connection refused,
+    unknown host, connecting timed out): they are retried briefly, each wait at most
+    ``unreachable_cap`` seconds, and no new attempt starts once ``unreachable_budget``
+    seconds went by (connecting may time out), because a server that is down or a mistyped
+    URL does not mend in a rate window, and the user should hear so in seconds.
+
     >>> RetryPolicy(backoff_base=0.5).backoff(1) <= 0.5
     True
     """
@@ -46,10 +54,17 @@ class RetryPolicy:
     max_rate_limited: int = 30
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    max_unreachable: int = 4
+    unreachable_cap: float = 2.0
+    unreachable_budget: float = 15.0
 
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    def unreachable_backoff(self, attempt: int) -> float:
+        """The wait after the ``attempt``-th attempt that never reached the server."""
+        return min(self.backoff(attempt), self.unreachable_cap)
 
 
 @dataclass(frozen=True)
@@ -80,10 +95,56 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+#: Why an attempt never reached the server (see :func:`never_sent`).
+REFUSED = "connection refused"
+UNKNOWN_HOST = "unknown host"
+CONNECT_FAILED = "could not connect"
+CONNECT_TIMED_OUT = "connecting timed out"
+CERTIFICATE = "its TLS certificate failed verification"
+
+
+def never_sent(exc: BaseException) -> str | None:
+    """Why ``exc`` (from ``requests``) means the request never reached the server: refused,
+    unknown host, or no connection made in time; ``None`` when it may have been sent (the
+    connection dropped after it left, or the answer timed out)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return CONNECT_TIMED_OUT
+    if not isinstance(exc, requests.ConnectionError):
+        return None
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NameResolutionError):
+        return UNKNOWN_HOST
+    if isinstance(reason, NewConnectionError):
+        return REFUSED if "refused" in str(reason).lower() else CONNECT_FAILED
+    # Verified in the handshake, before a byte of the request is written.
+    if isinstance(exc, requests.exceptions.SSLError) and (
+        "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc)
+    ):
+        return CERTIFICATE
+    return None
+
+
+def failed_request_note(exc: BaseException, service: str) -> str:
+    """What a row learns when the request carrying it ended in ``exc``: nothing was sent
+    when the server could not be reached; otherwise whether it was applied is unknown.
+
+    >>> failed_request_note(UnreachableError("Cannot reach Cora"), "Cora")
+    'not sent: Cannot reach Cora'
+    """
+    if isinstance(exc, UnreachableError):
+        return f"not sent: {exc}"
+    return (f"the request carrying this row failed ({exc}); whether {service} applied it "
+            "is unknown, and re-sending it is safe")
+
+
 class Transport:
     """Base of the Cora and Recotap transports; subclasses add auth and error mapping."""
 
     service = "API"
+    #: Where the user sets the base URL (named in the message when it cannot be reached).
+    base_url_setting = "the base URL"
+    #: Seconds to open a connection: a reachable server accepts in well under a second.
+    CONNECT_TIMEOUT = 10.0
 
     def __init__(
         self,
@@ -154,19 +215,24 @@ class Transport:
         before_attempt: Callable[[], object] | None = None,
         on_rate_limited: Callable[[float], None] | None = None,
         on_connection_lost: Callable[[], object] | None = None,
+        on_not_sent: Callable[[], object] | None = None,
     ) -> Reply:
         """Send until a 2xx answer, a final error, or the retry budget runs out.
 
         ``before_attempt`` runs before every attempt (the rate limiter);
         ``on_rate_limited(seconds)`` replaces sleeping after a 429 (a limiter defers instead);
         ``on_connection_lost()`` runs when an attempt's connection failed, so the next one
-        opens a new connection (the limiter leaves it room).
+        opens a new connection (the limiter leaves it room); ``on_not_sent()`` runs when an
+        attempt never reached the server (refused, unknown host), so a slot booked for it
+        can be given back. Those are retried briefly (:class:`RetryPolicy`), then raise
+        :class:`~recocora.errors.UnreachableError`.
         """
         url = self.url(path, query)
         what = f"{method} {urlsplit(url).path}"
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        failures = limited = 0
+        failures = limited = unreachable = 0
         fixed = False
+        first = time.monotonic()
         while True:
             if before_attempt is not None:
                 before_attempt()
@@ -177,9 +243,12 @@ class Transport:
                 self.auth_headers(method, prepared.path_url or "/", body or b"")
             )
             started = time.monotonic()
-            attempt = failures + limited + 1
+            attempt = failures + limited + unreachable + 1
             try:
-                raw = self.session.send(prepared, timeout=self.timeout, allow_redirects=False)
+                raw = self.session.send(
+                    prepared, timeout=(min(self.timeout, self.CONNECT_TIMEOUT), self.timeout),
+                    allow_redirects=False,
+                )
             except (
                 requests.ConnectionError,
                 requests.Timeout,
@@ -187,17 +256,33 @@ class Transport:
                 requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError,
             ) as exc:
+                why = never_sent(exc)
+                if why is not None:
+                    unreachable += 1
+                    log.debug("%s %s: %s (attempt %d)", self.service, what, why, attempt)
+                    if on_not_sent is not None:
+                        on_not_sent()
+                    if (unreachable >= self.retry.max_unreachable
+                            or time.monotonic() - first >= self.retry.unreachable_budget):
+                        reach = self.unreachable_message(
+                            why, unreachable, time.monotonic() - first, sent=failures > 0
+                        )
+                        if failures:  # an earlier attempt left: its fate is unknown
+                            raise TransportError(
+                                self._lost_message(method, what, "connection lost", failures)
+                                + " Then: " + reach
+                            ) from None
+                        raise UnreachableError(reach) from None
+                    self._sleep(self.retry.unreachable_backoff(unreachable))
+                    continue
                 failures += 1
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "connection lost"
                 log.debug("%s %s: %s (attempt %d)", self.service, what, kind, attempt)
                 if on_connection_lost is not None:
                     on_connection_lost()
                 if failures >= self.retry.max_attempts:
-                    raise TransportError(
-                        f"No answer from {self.service} to {what} after {failures} attempts "
-                        f"({kind}). Nothing is known about the last attempt; re-running is "
-                        "safe because the write is idempotent."
-                    ) from None
+                    raise TransportError(self._lost_message(method, what, kind, failures)) \
+                        from None
                 self._sleep(self.retry.backoff(failures))
                 continue
             reply = self._decode(raw, attempt)
@@ -228,6 +313,38 @@ class Transport:
                 fixed = True
                 continue
             raise self.error_for(reply, what)
+
+    def unreachable_message(self, why: str, attempts: int, seconds: float, *,
+                            sent: bool = False) -> str:
+        """One line: which host and port could not be reached, why, and what to check;
+        ``sent`` when an earlier attempt did leave (then it cannot say nothing was sent)."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or parts.netloc
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if why == UNKNOWN_HOST:
+            check = (f"check the host name in the base URL {self.base_url!r} "
+                     f"({self.base_url_setting} or base_url=) and this machine's network/DNS")
+        elif why == CERTIFICATE:
+            check = (f"check the host name in the base URL {self.base_url!r} "
+                     f"({self.base_url_setting} or base_url=), and any proxy that intercepts "
+                     "TLS on this network")
+        elif why == REFUSED:
+            check = (f"check that the server is running and listening there, and that the "
+                     f"base URL {self.base_url!r} ({self.base_url_setting} or base_url=) is "
+                     "the right one")
+        else:
+            check = (f"check the base URL {self.base_url!r} ({self.base_url_setting} or "
+                     "base_url=), the network, and any firewall, proxy or VPN in the way")
+        nothing = "" if sent else " Nothing was sent."
+        return (f"Cannot reach {self.service} at {host}:{port} ({why}; {attempts} attempts "
+                f"in {seconds:.1f} s).{nothing} {check[0].upper()}{check[1:]}.")
+
+    def _lost_message(self, method: str, what: str, kind: str, failures: int) -> str:
+        text = f"No answer from {self.service} to {what} after {failures} attempts ({kind})."
+        if method in ("GET", "HEAD"):
+            return text + " A read changes nothing: try again once the service answers."
+        return (text + " Whether it was applied is unknown; re-running is safe because the "
+                "write is idempotent.")
 
     def _final(self, kind: type[ApiError], reply: Reply, what: str, n: int) -> ApiError:
         base = self.error_for(reply, what)

@@ -13,6 +13,7 @@
     │   ├── NotFoundError                404 for a single resource
     │   └── ServerError                  5xx after every retry was spent
     ├── TransportError(ConnectionError)  no answer: dropped connections, timeouts
+    │   └── UnreachableError             nothing reached the server: refused, unknown host
     ├── TooManyFailedError               more rows failed than max_failed allows
     └── JournalError                     the journal file could not be read or written
 
@@ -45,6 +46,7 @@ __all__ = [
     "ServerError",
     "TooManyFailedError",
     "TransportError",
+    "UnreachableError",
     "ValidationError",
 ]
 
@@ -127,6 +129,12 @@ class ServerError(ApiError):
 
 class TransportError(RecocoraError, ConnectionError):
     """No answer came back (dropped connection, timeout) after every retry was spent."""
+
+
+class UnreachableError(TransportError):
+    """The server could not be reached at all (connection refused, unknown host, no
+    connection made in time), after a few quick attempts. Nothing was sent, so nothing is
+    unknown: the message names the host and port and what to check."""
 
 
 class JournalError(RecocoraError):

@@ -55,6 +55,7 @@ def test_the_public_names_are_exactly_these() -> None:
         "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
         "JournalError", "NotFoundError", "Progress", "RateLimitError", "RecocoraError",
         "RecotapClient", "RequestRejectedError", "RunInterrupted", "ServerError",
-        "TooManyFailedError", "TransportError", "ValidationError", "__version__",
+        "TooManyFailedError", "TransportError", "UnreachableError", "ValidationError",
+        "__version__",
         "changes_table", "match_accounts", "normalize_domain", "normalize_phone",
     }

@@ -18,6 +18,7 @@ from .._progress import Pace
 from .._resend import resend_rows
 from .._run import Batch, RunOptions, execute, own_client
 from .._state import Ack
+from .._transport import failed_request_note
 from ..errors import RecocoraError
 from ._client import CoraClient
 from ._upsert import APPLIED, Mode, OnInvalid, UpsertPlan, _Outcome, plan_upsert
@@ -142,5 +143,4 @@ class CoraAdapter:
         return self.outcome.frame(self.plan.source_index, attrs)
 
     def request_failed(self, exc: RecocoraError) -> str:
-        return (f"the request carrying this row failed ({type(exc).__name__}); whether Cora "
-                "applied it is unknown, and re-sending it is safe")
+        return failed_request_note(exc, "Cora")

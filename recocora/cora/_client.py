@@ -39,6 +39,7 @@ SKEW = "REQUEST_TIMESTAMP_OUTSIDE_WINDOW"
 
 class _CoraTransport(Transport):
     service = "Cora"
+    base_url_setting = "CORA_BASE_URL"
 
     def __init__(self, base_url: str, key: CoraKey, *, timeout: float,
                  retry: RetryPolicy | None, pool_size: int, window: float) -> None:
@@ -46,6 +47,8 @@ class _CoraTransport(Transport):
         self.key = key
         self.window = window
         self.clock_offset = 0.0  # server time minus ours, learnt from a Date header
+        # Why the last clock-skew refusal could not be corrected, or None once it was.
+        self.skew_note: str | None = None
 
     def auth_headers(self, method: str, path_url: str, body: bytes) -> dict[str, str]:
         if method in ("GET", "HEAD"):
@@ -65,13 +68,16 @@ class _CoraTransport(Transport):
             return False
         date = reply.headers.get("Date")
         if not date:
+            self.skew_note = "the answer carried no Date header to correct the clock from"
             return False
         try:
             server_now = email.utils.parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError):
+            self.skew_note = f"the answer's Date header {date[:40]!r} could not be read"
             return False
         # Date has whole seconds: half a second is the expected error, far inside 5 minutes.
         self.clock_offset = server_now + 0.5 - reply.received_at
+        self.skew_note = None
         return True
 
     def error_for(self, reply: Reply, what: str) -> ApiError:
@@ -84,10 +90,14 @@ class _CoraTransport(Transport):
         kind: type[ApiError]
         if code == SKEW:
             kind = ClockSkewError
-            message += (
-                f" (the clock correction learnt from the server's Date header, "
-                f"{self.clock_offset:+.0f} s, did not help: check the system clock)"
-            )
+            if self.skew_note is not None:
+                message += (f" (this machine's clock is more than 5 minutes from the "
+                            f"server's and {self.skew_note}: check the system clock)")
+            else:
+                message += (
+                    f" (the clock correction learnt from the server's Date header, "
+                    f"{self.clock_offset:+.0f} s, did not help: check the system clock)"
+                )
         elif reply.status == 401 or code in AUTH_CODES:
             kind = AuthError
             message += f" (key id {self.key.key_id!r}: check the key and its secret)"
@@ -198,6 +208,7 @@ class CoraClient:
             "POST", f"{ACCOUNTS}/bulk-upsert", body=body,
             before_attempt=self.limiter.acquire, on_rate_limited=self.limiter.defer,
             on_connection_lost=self.limiter.new_connection,
+            on_not_sent=self.limiter.release,
         )
         self.limiter.settled()
         if not isinstance(reply.data, dict) or not isinstance(reply.data.get("results"), list):

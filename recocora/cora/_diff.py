@@ -16,7 +16,8 @@ limit applies) and applies the contract's rules itself (docs/api-contract.md §1
 - a known one is merged: objects deep-merged, scalars and arrays replaced, an explicit null
   replaces, create-only fields (``portfolioId``, ``externalId``) never updated; a number
   field (``currentBalance``) sent as numeric text is compared as the number it is stored
-  as. Any difference makes the row ``updated``, with ``changes`` as
+  as, and a number the server reads back as numeric text (``"450.25"``) equals the number
+  sent. Any difference makes the row ``updated``, with ``changes`` as
   ``{"field", "from", "to"}`` on dotted leaf paths; otherwise it is ``unchanged``.
 
 The rows compared are the exact bodies the real upsert would send (same plan, same chunks,
@@ -33,6 +34,7 @@ import math
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -44,7 +46,14 @@ from .._wire import chunk_slices
 from ..errors import NotFoundError
 from ._adapter import CoraAdapter, UpsertOptions, plan
 from ._client import CoraClient
-from ._fields import CATALOGUE, CREATE_ONLY, CREATE_REQUIRED, Problem, row_problems
+from ._fields import (
+    CATALOGUE,
+    CREATE_ONLY,
+    CREATE_REQUIRED,
+    NUMERIC,
+    Problem,
+    row_problems,
+)
 from ._upsert import UpsertPlan
 
 __all__ = ["diff", "predict_results"]
@@ -352,6 +361,31 @@ def same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
+def same_as_read(stored: Any, sent: Any) -> bool:
+    """:func:`same_value` of a value read back and one sent, where a number read back as
+    numeric text equals the number sent: the docs type ``currentBalance`` as number or
+    numeric string, so a server may show ``450.25`` as ``"450.25"`` (any number, at any
+    depth).
+
+    >>> same_as_read("450.25", 450.25), same_as_read(["1", "x"], [1, "x"]), same_as_read("7", "7.0")
+    (True, True, False)
+    """
+    if isinstance(stored, str) and isinstance(sent, int | float) and not isinstance(sent, bool):
+        # Decimal, not float: "12345678901234567891" must not equal 12345678901234567890.
+        return NUMERIC.fullmatch(stored) is not None and (
+            Decimal(stored.strip()) == Decimal(repr(sent) if isinstance(sent, float) else sent)
+        )
+    if isinstance(stored, dict) and isinstance(sent, dict):
+        return stored.keys() == sent.keys() and all(
+            same_as_read(stored[k], sent[k]) for k in stored
+        )
+    if isinstance(stored, list) and isinstance(sent, list):
+        return len(stored) == len(sent) and all(
+            same_as_read(x, y) for x, y in zip(stored, sent, strict=True)
+        )
+    return same_value(stored, sent)
+
+
 def merge_changes(
     stored: dict[str, Any], incoming: dict[str, Any], prefix: str = ""
 ) -> list[dict[str, Any]]:
@@ -376,7 +410,7 @@ def merge_changes(
                     changes.append({"field": path, "from": None, "to": {}})
                 old = stored[key] = {}
             changes.extend(merge_changes(old, value, f"{path}."))
-        elif old is _ABSENT or not same_value(old, value):
+        elif old is _ABSENT or not same_as_read(old, value):
             changes.append({"field": path, "from": None if old is _ABSENT else old, "to": value})
             stored[key] = copy.deepcopy(value) if isinstance(value, dict | list) else value
     return changes

@@ -21,6 +21,7 @@ from .._progress import Pace
 from .._resend import resend_rows
 from .._run import Batch, RunOptions, execute, own_client, preview
 from .._state import Ack, key_fingerprint
+from .._transport import failed_request_note
 from .._wire import chunk_slices
 from ..errors import RecocoraError
 from ._client import RecotapClient
@@ -176,6 +177,7 @@ class RecotapAdapter:
         out = self.outcome
         candidates = out.candidates
         self.sending = candidates if self.overwrite else out.guard(self.client)
+        out.learn_spellings(self.client, self.sending)
         same = candidates[out.status[candidates] == "unchanged"]
         return len(candidates) - len(self.sending), Batch(-1, same, b"")
 
@@ -183,7 +185,7 @@ class RecotapAdapter:
         rows = self.sending
         for number, sl in enumerate(chunk_slices(len(rows), self.client.MAX_MAPPINGS)):
             # Built just before its request leaves: never every body in memory at once.
-            yield Batch(number, rows[sl], self.outcome.body(rows[sl]))
+            yield Batch(number, rows[sl], self.outcome.body(rows[sl], self.client))
 
     def send(self, batch: Batch) -> dict[str, Any]:
         return self.client.map_external_ids_raw(batch.body)
@@ -192,7 +194,7 @@ class RecotapAdapter:
         """One answer, folded into the rows its request carried: the one place a batch's
         outcome is decided."""
         self.outcome.batch[batch.positions] = batch.number
-        self.outcome.apply(batch.positions, answer)
+        self.outcome.apply(batch.positions, answer, self.client)
 
     def unknown(self, batch: Batch, why: str) -> None:
         self.outcome.batch[batch.positions] = batch.number  # the request keeps its number
@@ -222,8 +224,7 @@ class RecotapAdapter:
                                    verified=self.verified and complete)
 
     def request_failed(self, exc: RecocoraError) -> str:
-        return (f"the request carrying this row failed ({exc}); whether it was written is "
-                "unknown, and re-running is safe")
+        return failed_request_note(exc, "Recotap")
 
 
 class _PreviewAdapter(RecotapAdapter):

@@ -21,7 +21,7 @@ from ..errors import (
     RequestRejectedError,
     ServerError,
 )
-from ._domains import normalize_domain
+from ._domains import normalize_domain, unicode_form
 
 __all__ = ["ACCOUNT_COLUMNS", "RecotapClient"]
 
@@ -35,6 +35,7 @@ ACCOUNT_COLUMNS = ("rtp_aid", "name", "domain", "externalId")
 
 class _RecotapTransport(Transport):
     service = "Recotap"
+    base_url_setting = "RECOTAP_BASE_URL"
 
     def __init__(self, base_url: str, key: str, *, timeout: float,
                  retry: RetryPolicy | None, pool_size: int) -> None:
@@ -157,6 +158,8 @@ class RecotapClient:
         self.transport = _RecotapTransport(
             url, key, timeout=timeout, retry=retry, pool_size=self.max_concurrency
         )
+        # Our normal form (punycode) -> the spelling Recotap lists, where they differ.
+        self._spellings: dict[str, str] = {}
 
     @property
     def rate_limited(self) -> int:
@@ -259,6 +262,7 @@ class RecotapClient:
             rows = items if isinstance(items, list) else []
             names = [r.get("name") if isinstance(r, dict) else None for r in rows]
             domains = [r.get("domain") if isinstance(r, dict) else None for r in rows]
+            self._learn(domains)
         frame: pd.DataFrame = pd.DataFrame(
             {"name": pd.array(names, dtype="string"), "domain": pd.array(domains, dtype="string")}
         )
@@ -287,7 +291,7 @@ class RecotapClient:
         if isinstance(domains, str):
             domains = [domains]
         since = None if last_sync is None else _iso(last_sync)
-        wanted = None if domains is None else self._normalized(domains)
+        wanted = None if domains is None else _both_spellings(self._normalized(domains))
         rows: list[dict[str, Any]] = []
         stamps: list[str] = []
         for page_rows, stamp in self._walk(wanted, since, limit):
@@ -316,10 +320,14 @@ class RecotapClient:
     def fetch_by_domain(
         self, domains: Iterable[str]
     ) -> tuple[dict[str, dict[str, Any]], int]:
-        """:meth:`accounts_by_domain` plus the number of GET requests it took."""
+        """:meth:`accounts_by_domain` plus the number of GET requests it took.
+
+        An internationalised domain is asked for in both spellings (punycode and Unicode):
+        the docs do not say which one Recotap stores. The accounts are keyed by the domain
+        as Recotap spells it."""
         found: dict[str, dict[str, Any]] = {}
         pages = 0
-        for page_rows, _ in self._walk(list(dict.fromkeys(domains)), None, self.PAGE_LIMIT):
+        for page_rows, _ in self._walk(_both_spellings(domains), None, self.PAGE_LIMIT):
             pages += 1
             for account in page_rows:
                 domain = account.get("domain")
@@ -327,7 +335,32 @@ class RecotapClient:
                     found[domain] = account
         return found, pages
 
+    def spelled(self, domains: Iterable[str]) -> list[str]:
+        """Each normalised domain as Recotap itself lists it, where an answer showed it
+        (Unicode where we write punycode); the domain as given otherwise.
+
+        >>> rtp.spelled(["xn--mller-bau-q9a.de"])  # doctest: +SKIP
+        ['müller-bau.de']
+        """
+        known = self._spellings
+        return [known.get(d, d) for d in domains]
+
+    def knows_spelling(self, domain: str) -> bool:
+        """Whether an answer has shown how Recotap spells this (normalised) domain."""
+        return domain in self._spellings
+
     # -- internals ------------------------------------------------------------------------------
+
+    def _learn(self, domains: Iterable[Any]) -> None:
+        """Remember how Recotap spells the internationalised domains it lists (Unicode, or
+        punycode as we write them)."""
+        odd = [d for d in domains if isinstance(d, str) and (not d.isascii() or "xn--" in d)]
+        if not odd:
+            return
+        normal = normalize_domain(pd.Series(odd, dtype=object), errors="coerce").tolist()
+        for spelled, ours in zip(odd, normal, strict=True):
+            if isinstance(ours, str):
+                self._spellings[ours] = spelled
 
     def _normalized(self, domains: Iterable[str] | pd.Series[Any]) -> list[str]:
         series = domains if isinstance(domains, pd.Series) else pd.Series(list(domains))
@@ -368,6 +401,7 @@ class RecotapClient:
             page = page if isinstance(page, dict) else {}
             items = page.get("data")
             accounts = [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
+            self._learn(a.get("domain") for a in accounts)
             stamp = page.get("syncTimestamp")
             yield accounts, stamp if isinstance(stamp, str) else None
             following = page.get("nextCursor")
@@ -389,6 +423,13 @@ def _data(reply: Reply) -> Any:
     if isinstance(body, dict) and "data" in body and ("statusCode" in body or "path" in body):
         return body["data"]
     return body
+
+
+def _both_spellings(domains: Iterable[str]) -> list[str]:
+    """Normalised domains, each internationalised one also in Unicode, without repeats."""
+    wanted = list(dict.fromkeys(domains))
+    both = [u for u in map(unicode_form, (d for d in wanted if "xn--" in d)) if u]
+    return list(dict.fromkeys(wanted + both))
 
 
 def _count(value: Any) -> int:

@@ -25,7 +25,7 @@ import pandas as pd
 from recocora._json_values import unencodable_mask
 from recocora._validation import validation_error
 
-__all__ = ["domain_problems", "failure_cases", "normalize_domain"]
+__all__ = ["domain_problems", "failure_cases", "normalize_domain", "unicode_form"]
 
 # pandas' nullable string dtype: the same under pandas 2 and 3, missing values are pd.NA.
 _STRING = pd.StringDtype()
@@ -166,6 +166,22 @@ def normalize_domain(
     out = problems["normalized"]
     out.name = series.name
     return out
+
+
+def unicode_form(domain: str) -> str | None:
+    """The Unicode spelling of a normalised domain with punycode labels, or ``None`` when it
+    has none (or they do not decode). Recotap's docs never say it stores punycode, so a
+    domain is looked for in both spellings.
+
+    >>> unicode_form("xn--mller-bau-q9a.de"), unicode_form("acme.com")
+    ('müller-bau.de', None)
+    """
+    if "xn--" not in domain:
+        return None
+    try:
+        return str(idna.decode(domain))
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
 
 
 def failure_cases(

@@ -13,8 +13,9 @@ repeated domains win silently. ``map_ids`` decides both before anything is sent:
    are ``unchanged``, and neither is sent.
 4. The rest go out in requests of the client's ``MAX_MAPPINGS``, up to its
    ``max_concurrency`` at once; domains in ``notFound`` are ``not_found``, the others
-   ``mapped``. ``verify=True`` reads the accounts back and marks ids that did not land
-   ``failed``.
+   ``mapped`` when the answer's counts say all of them were written, else read back and
+   given what each holds. ``verify=True`` reads every account back and marks ids that did
+   not land ``failed``.
 
 With a journal, every answer's mappings are recorded as it arrives; a re-run skips the
 mappings already acknowledged with the same id (``skipped``) before any read or write, so it
@@ -37,7 +38,9 @@ from .._state import Ack, row_hashes
 from .._wire import chunk_slices, dumps, object_array
 from ..errors import RecocoraError
 from ._client import RecotapClient
-from ._domains import normalize_domain
+from ._readback import ABSENT as _ABSENT
+from ._readback import lookup as _lookup
+from ._readback import read_held, settle_batch
 from ._schema import prepare_checked, superseded_by, superseded_mask, validation_error
 
 __all__ = ["APPLIED", "RESULT_COLUMNS", "STATUSES", "Mappings"]
@@ -79,7 +82,9 @@ class Mappings:
         self.batch = np.full(n, -1, dtype=np.int64)
         self.previous = np.full(n, None, dtype=object)
         #: Summed from reads and answers; the result's attrs.
-        self.summary: dict[str, Any] = {"read_requests": 0, "matched": 0, "updated": 0}
+        self.summary: dict[str, Any] = {
+            "read_requests": 0, "matched": 0, "updated": 0, "read_back": 0,
+        }
 
         invalid = np.flatnonzero(~ready)
         if len(invalid):
@@ -165,25 +170,46 @@ class Mappings:
         unsent: np.ndarray[Any, Any] = rows[~has]
         return unsent
 
-    def body(self, rows: np.ndarray[Any, Any]) -> bytes:
-        # Built just before its request leaves, so a big frame never has every body in memory.
-        return dumps({"mappings": self._mappings(rows)})
+    def body(self, rows: np.ndarray[Any, Any], client: RecotapClient) -> bytes:
+        """The request body: each domain in the spelling Recotap lists it in, where a read
+        showed it (built just before its request leaves, so a big frame never has every
+        body in memory)."""
+        spelled = client.spelled(self.domains[rows].tolist())
+        return dumps({"mappings": [
+            {"domain": d, "externalId": i} for d, i in zip(spelled, self.ids[rows], strict=True)
+        ]})
 
-    def apply(self, rows: np.ndarray[Any, Any], answer: dict[str, Any]) -> None:
-        """Fold one mapping answer into ``rows`` (the batch it carried): domains in
-        ``notFound`` are ``not_found``, the others ``mapped``."""
+    def learn_spellings(self, client: RecotapClient, rows: np.ndarray[Any, Any]) -> None:
+        """Read the accounts of internationalised domains whose spelling at Recotap no read
+        has shown yet (the overwrite guard reads the others): sent in punycode, they would
+        be not found by a Recotap that stores Unicode."""
+        if not len(rows):
+            return
+        domains = pd.Series(self.domains[rows], dtype=object)
+        idn = domains[domains.str.contains("xn--", regex=False).fillna(False).astype(bool)]
+        unknown = [d for d in idn.tolist() if not client.knows_spelling(d)]
+        if unknown:
+            self.summary["read_requests"] += client.fetch_by_domain(unknown)[1]
+
+    def apply(self, rows: np.ndarray[Any, Any], answer: dict[str, Any],
+              client: RecotapClient) -> None:
+        """Fold one mapping answer into ``rows`` (the batch it carried). Rows are ``mapped``
+        only where the answer says so; else that request's accounts are read back (see
+        :func:`~recocora.recotap._readback.settle_batch`). A failed read-back raises, and
+        the rows stay unacknowledged."""
         self.summary["matched"] += answer["matched"]
         self.summary["updated"] += answer["updated"]
-        echoed = {str(d) for d in answer["notFound"]}
-        # notFound echoes domains as sent; a server that echoed another spelling still matches.
-        echoed |= {
-            str(d) for d in normalize_domain(pd.Series(sorted(echoed), dtype=object),
-                                             errors="coerce").dropna()
-        }
-        missing = np.isin(self.domains[rows].astype(str), sorted(echoed))
-        self.status[rows] = np.where(missing, "not_found", "mapped")
-        self.message[rows[missing]] = "no Recotap account has this domain"
-        self.message[rows[~missing]] = None
+        try:
+            outcome = settle_batch(client, self.domains[rows], self.ids[rows], answer)
+        except RecocoraError as exc:
+            self.message[rows] = (
+                "sent, but Recotap's answer did not say which rows were written and reading "
+                f"them back failed ({exc}); re-sending is safe"
+            )
+            raise
+        self.status[rows], self.message[rows] = outcome.status, outcome.message
+        self.summary["read_requests"] += outcome.reads
+        self.summary["read_back"] += outcome.read_back
 
     def verify(self, client: RecotapClient) -> np.ndarray[Any, Any]:
         """Read the mapped accounts back; mark ``failed`` the ids that did not land and
@@ -191,9 +217,8 @@ class Mappings:
         rows = np.flatnonzero(self.status == "mapped")
         if not len(rows):
             return rows
-        found, reads = client.fetch_by_domain(self.domains[rows].tolist())
+        held, reads = read_held(client, self.domains[rows])
         self.summary["read_requests"] += reads
-        held = np.array(_lookup(found, self.domains[rows], present=True), dtype=object)
         absent = np.array([h is _ABSENT for h in held], dtype=bool)
         wrong = ~absent & (held != self.ids[rows])
         self.status[rows[absent | wrong]] = "failed"
@@ -247,9 +272,8 @@ class Mappings:
             self.batch[rows[positions]] = b
         if not len(rows):
             return
-        found, reads = client.fetch_by_domain(self.domains[rows].tolist())
+        held, reads = read_held(client, self.domains[rows])
         self.summary["read_requests"] += reads
-        held = np.array(_lookup(found, self.domains[rows], present=True), dtype=object)
         absent = np.array([h is _ABSENT for h in held], dtype=bool)
         self.status[rows[absent]] = "not_found"
         self.message[rows[absent]] = "no Recotap account has this domain (the write would say so)"
@@ -263,31 +287,6 @@ class Mappings:
             else f"would replace {h!r} (overwrite=True)"
             for h, i in zip(kept, ids, strict=True)
         ]
-
-
-_ABSENT = object()
-
-
-def _lookup(found: dict[str, dict[str, Any]], domains: np.ndarray[Any, Any],
-            present: bool = False) -> list[Any]:
-    """Each domain's stored id: ``None`` when it has none (or, unless ``present``, when no
-    account was found); ``_ABSENT`` when no account was found and ``present`` is set."""
-    keyed = dict(found)
-    # The server's normal form may differ from ours in rare IDNA corners; index both.
-    theirs = list(found)
-    ours = normalize_domain(pd.Series(theirs, dtype=object), errors="coerce").tolist()
-    for spelled, normal in zip(theirs, ours, strict=True):
-        if isinstance(normal, str):
-            keyed.setdefault(normal, found[spelled])
-    out: list[Any] = []
-    for d in domains:
-        account = keyed.get(d)
-        if account is None:
-            out.append(_ABSENT if present else None)
-            continue
-        held = account.get("externalId")
-        out.append(held if isinstance(held, str) and held else None)
-    return out
 
 
 def _invalid_messages(

@@ -76,6 +76,7 @@ def add_sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         ("p-429", "probability of starting a burst of forced 429s"),
         ("p-auth-error", "probability of a Cora 500 AUTH_CHECK_FAILED"),
         ("spike-p", "probability of a latency spike"),
+        ("p-unwritten", "Recotap: share of matched accounts left unwritten (matched > updated)"),
     ):
         f.add_argument(f"--{name}", type=float, default=0.0, help=text)
     f.add_argument("--burst-429", type=int, default=1, help="length of a 429 burst")
@@ -83,6 +84,13 @@ def add_sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     f.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     f.add_argument("--spike", type=float, default=0.0, help="seconds of a latency spike")
     f.add_argument("--clock-skew", type=float, default=0.0, help="seconds added to server clock")
+    f.add_argument("--variant", action="append", default=[], choices=_VARIANTS,
+                   help="an answer variant the vendors' docs allow (repeatable)")
+
+
+#: FaultConfig's on/off answer variants, as ``--variant`` takes them.
+_VARIANTS = ("no_date", "numbers_as_text", "unicode_domains", "not_found_normal",
+             "bare_answers", "errors_without_data", "unauthorized_text")
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
@@ -91,7 +99,8 @@ def run_sandbox(args: argparse.Namespace) -> int:
         p_drop=args.p_drop, p_drop_after=args.p_drop_after, p_429=args.p_429,
         p_auth_error=args.p_auth_error, spike_p=args.spike_p, burst_429=args.burst_429,
         retry_after_429=args.retry_after_429, latency=args.latency, spike=args.spike,
-        clock_skew=args.clock_skew, scope=args.fault_scope,
+        clock_skew=args.clock_skew, scope=args.fault_scope, p_unwritten=args.p_unwritten,
+        **dict.fromkeys(args.variant, True),
     )
     if args.db is not None:
         check_writable(args.db, "--db", table=False)

@@ -23,12 +23,14 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import unquote
 
 import orjson
 
 from ._core import Clock, Request, Response, Store, json_response
+from ._faults import FaultConfig
 
 __all__ = ["CoraApi", "RateWindow"]
 
@@ -244,8 +246,12 @@ def _normalise_values(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether the sent ``b`` leaves the stored ``a`` as it is. Numeric text stored equals
+    the number sent (the docs type currentBalance as number or numeric string) [sandbox]."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
+    if isinstance(a, str) and isinstance(b, (int, float)):
+        return NUMERIC.fullmatch(a) is not None and Decimal(a.strip()) == Decimal(str(b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -281,6 +287,18 @@ def merge_into(stored: dict[str, Any], incoming: dict[str, Any], prefix: str = "
     return changes
 
 
+def _as_text(value: Any) -> Any:
+    """Every number in ``value`` as numeric text (``450.25`` -> ``"450.25"``), booleans kept:
+    how a server that keeps numbers as text may read them back."""
+    if isinstance(value, dict):
+        return {k: _as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def _strip_nulls(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         k: _strip_nulls(v) if isinstance(v, dict) else v for k, v in obj.items() if v is not None
@@ -293,6 +311,7 @@ class CoraApi:
 
     def __init__(self, store: Store, clock: Clock, window: float | RateWindow = 20.0) -> None:
         self.store, self.clock = store, clock
+        self.variants = FaultConfig()  # the answer variants switched on (see FaultConfig)
         self._rate_lock = threading.Lock()
         self._last_bulk: dict[str, float] = {}
         self.rate = window if isinstance(window, RateWindow) else RateWindow(window)
@@ -778,7 +797,7 @@ class CoraApi:
                 f"At most {MAX_GET_IDS} externalIds per request (got {len(ids)})",
             )
         found = self._load(auth[0], ids)
-        accounts = [found[i] for i in ids if i in found]
+        accounts = [self._shown(found[i]) for i in ids if i in found]
         return json_response(
             200,
             {
@@ -791,6 +810,10 @@ class CoraApi:
             },
         )
 
+    def _shown(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """An account as a read answers it."""
+        return _as_text(doc) if self.variants.numbers_as_text else doc
+
     def _get_one(self, req: Request, external_id: str) -> Response:
         auth = self._authenticate(req, write=False)
         if isinstance(auth, Response):
@@ -800,7 +823,7 @@ class CoraApi:
             return error(404, "ACCOUNT_NOT_FOUND", f"No account with externalId {external_id!r}")
         return json_response(
             200, {"success": True, "code": "ACCOUNT_FETCHED", "message": "Account fetched",
-                  "account": doc},
+                  "account": self._shown(doc)},
         )
 
     def _patch(self, req: Request, external_id: str) -> Response:

@@ -6,6 +6,7 @@ order, so a given seed and request sequence always meets the same faults.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 from dataclasses import dataclass, fields, replace
@@ -35,6 +36,27 @@ class FaultConfig:
     - ``scope``: which requests may meet a fault: ``all``, ``cora``, ``recotap`` or ``writes``
       (POST/PATCH only). Clock skew applies to all.
 
+    Answers the vendors' docs allow but the sandbox does not give by default (api-contract.md
+    section 3), each a switch that applies whatever the ``scope``:
+
+    - ``no_date``: answers carry no ``Date`` header.
+    - ``numbers_as_text``: Cora's reads (GET) show every number as numeric text
+      (``"450.25"``); what is stored does not change.
+    - ``unicode_domains``: Recotap lists domains in Unicode (``müller-bau.de``) and matches a
+      domain only in that spelling: one sent in punycode (``xn--...``) is not found.
+    - ``p_unwritten``: Recotap matches an account but does not write the id, for this share
+      of the domains (the same ones for a given seed): ``matched`` exceeds ``updated`` and
+      ``notFound`` does not say which.
+    - ``not_found_normal``: Recotap's ``notFound`` holds the domains in its normal form,
+      not as sent.
+    - ``bare_answers``: Recotap answers without the ``statusCode``/``data`` envelope (objects,
+      and bare arrays for the unmapped accounts).
+    - ``errors_without_data``: Recotap error bodies have no ``data`` key.
+    - ``unauthorized_text``: Recotap's 401 says ``Unauthorized access``.
+
+    Two more are there already: ``retry_after_429=None`` (429 without ``Retry-After``), and
+    Recotap's ``nextCursor`` is never null on the last page of ``GET /accounts``.
+
     >>> FaultConfig(seed=1, p_503=0.1, latency=0.05).p_503
     0.1
     """
@@ -55,6 +77,14 @@ class FaultConfig:
     clock_skew: float = 0.0
     scope: Scope = "all"
     start_after: int = 0
+    no_date: bool = False
+    numbers_as_text: bool = False
+    unicode_domains: bool = False
+    p_unwritten: float = 0.0
+    not_found_normal: bool = False
+    bare_answers: bool = False
+    errors_without_data: bool = False
+    unauthorized_text: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -71,6 +101,18 @@ class FaultConfig:
 
     def with_(self, **changes: object) -> FaultConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def unwritten(self, domain: str) -> bool:
+        """Whether ``p_unwritten`` leaves this domain's account unwritten (seeded, so the
+        same domains every time, whatever the order of the requests).
+
+        >>> FaultConfig(p_unwritten=1.0).unwritten("acme.com")
+        True
+        """
+        if self.p_unwritten <= 0.0:
+            return False
+        digest = hashlib.sha256(f"{self.seed}\n{domain}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.p_unwritten
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import idna
 import orjson
 
 from recocora.sandbox._core import Clock, Request, Response, Store, json_response
+from recocora.sandbox._faults import FaultConfig
 
 __all__ = ["RecotapApi", "normalize_domain"]
 
@@ -280,6 +281,7 @@ class RecotapApi:
         self._rps: float | None = None
         self.rps = rps
         self.monotonic: Callable[[], float] = time.monotonic
+        self.variants = FaultConfig()  # the answer variants switched on (see FaultConfig)
         with store.tx() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -452,6 +454,8 @@ class RecotapApi:
             data = handler(req, org)
         except _HttpError as err:
             return self._error(req, err)
+        if self.variants.bare_answers:
+            return json_response(200, data)
         return json_response(
             200,
             {"statusCode": 200, "timestamp": self.clock.iso(), "path": req.path, "data": data},
@@ -469,12 +473,17 @@ class RecotapApi:
         else:
             body["customMessage"] = err.custom
             body["data"] = None
+        if self.variants.errors_without_data:
+            del body["data"]
         return json_response(err.status, body, err.headers)
 
     def _authenticate(self, req: Request) -> tuple[str, str]:
         key = req.header("x-api-key")
+        plain = self.variants.unauthorized_text
         if not key:
-            raise _HttpError(401, custom="X-Api-Key header is required")
+            raise _HttpError(
+                401, custom="Unauthorized access" if plain else "X-Api-Key header is required"
+            )
         digest = _key_digest(key)
         with self.store.read() as db:
             row = db.execute(
@@ -482,7 +491,7 @@ class RecotapApi:
             ).fetchone()
         # The lookup is by hash, so its timing says nothing about the key; compare anyway.
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
-            raise _HttpError(401, custom="Invalid API key")
+            raise _HttpError(401, custom="Unauthorized access" if plain else "Invalid API key")
         return str(row["org"]), digest
 
     def _throttle(self, digest: str) -> None:
@@ -509,6 +518,32 @@ class RecotapApi:
 
     def _now_ms(self) -> int:
         return math.floor(self.clock.now() * 1000)
+
+    # -- how domains are shown and matched -------------------------------------------------
+
+    def _shown(self, domain: str) -> str:
+        """A stored domain as answers show it: Unicode under ``unicode_domains``."""
+        if not self.variants.unicode_domains or "xn--" not in domain:
+            return domain
+        try:
+            return str(idna.decode(domain))
+        except (idna.IDNAError, UnicodeError):
+            return domain
+
+    def _match_key(self, text: object) -> str | None:
+        """The stored domain a sent one matches. Under ``unicode_domains`` the server
+        normalises as its docs say (case, scheme, ``www.``, path) and knows no punycode: a
+        domain sent as ``xn--...`` matches no internationalised account."""
+        normal = normalize_domain(text)
+        if (normal is not None and self.variants.unicode_domains
+                and isinstance(text, str) and "xn--" in text.lower()):
+            return None
+        return normal
+
+    def _shown_account(self, row: sqlite3.Row) -> dict[str, Any]:
+        account = _account_json(row)
+        account["domain"] = self._shown(account["domain"])
+        return account
 
     # -- query and body validation -----------------------------------------------------------
 
@@ -563,7 +598,7 @@ class RecotapApi:
                 "ORDER BY id LIMIT ?",
                 (org, limit),
             ).fetchall()
-        return [{"name": r["name"], "domain": r["domain"]} for r in rows]
+        return [{"name": r["name"], "domain": self._shown(r["domain"])} for r in rows]
 
     def _list_accounts(self, req: Request, org: str) -> dict[str, Any]:
         violations: list[dict[str, Any]] = []
@@ -615,7 +650,7 @@ class RecotapApi:
 
         page = rows[:limit]
         return {
-            "data": [_account_json(r) for r in page],
+            "data": [self._shown_account(r) for r in page],
             "nextCursor": _encode_cursor(page[-1]["id"]) if page else None,
             "hasNextPage": len(rows) > limit,
             "syncTimestamp": _iso_from_ms(sync_ms),
@@ -643,7 +678,7 @@ class RecotapApi:
         if constraints:
             violations.append(_violation("domains", **constraints))
             return None
-        normal = {n for n in map(normalize_domain, parsed) if n is not None}
+        normal = {n for n in map(self._match_key, parsed) if n is not None}
         return sorted(normal)
 
     def _map_external_ids(self, req: Request, org: str) -> dict[str, Any]:
@@ -666,7 +701,7 @@ class RecotapApi:
         wanted: dict[str, str] = {}
         sent: list[tuple[str, str | None]] = []
         for item in mappings:
-            normal = normalize_domain(item["domain"])
+            normal = self._match_key(item["domain"])
             sent.append((item["domain"], normal))
             if normal is not None:
                 wanted[normal] = item["externalId"]
@@ -686,6 +721,7 @@ class RecotapApi:
                 (wanted[r["domain"]], now_ms, r["id"])
                 for r in found
                 if r["external_id"] != wanted[r["domain"]]
+                and not self.variants.unwritten(r["domain"])
             ]
             db.executemany(
                 "UPDATE rtp_accounts SET external_id = ?, updated_ms = ? WHERE id = ?", changes
@@ -694,8 +730,11 @@ class RecotapApi:
         hit = {r["domain"] for r in found}
         not_found: list[str] = []
         for text, normal in sent:
-            if normal not in hit and text not in not_found:
-                not_found.append(text)
+            echo = text
+            if self.variants.not_found_normal:
+                echo = self._shown(normal) if normal is not None else text.strip().lower()
+            if normal not in hit and echo not in not_found:
+                not_found.append(echo)
         return {"matched": len(found), "updated": len(changes), "notFound": not_found}
 
 

@@ -96,6 +96,7 @@ class SandboxApp:
     def set_faults(self, config: FaultConfig) -> None:
         self.faults.configure(config)
         self.clock.skew = config.clock_skew
+        self.cora.variants = self.recotap.variants = config
 
     def api_of(self, path: str) -> tuple[str, str]:
         """``(api, subpath)`` for a raw path; api is ``cora``, ``recotap`` or ``other``."""
@@ -127,12 +128,11 @@ class SandboxApp:
                       headers: dict[str, str] | None = None) -> Response:
         phrase = HTTPStatus(status).phrase
         if api == "recotap":
-            return json_response(
-                status,
-                {"statusCode": status, "timestamp": self.clock.iso(), "path": path,
-                 "message": phrase, "customMessage": text, "data": None},
-                headers,
-            )
+            body: dict[str, Any] = {"statusCode": status, "timestamp": self.clock.iso(),
+                                    "path": path, "message": phrase, "customMessage": text}
+            if not self.recotap.variants.errors_without_data:
+                body["data"] = None
+            return json_response(status, body, headers)
         code = phrase.upper().replace(" ", "_").replace("-", "_")
         return json_response(
             status, {"success": False, "code": code, "message": f"{phrase}: {text}"}, headers
@@ -235,6 +235,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(resp.body)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Server", self.version_string())
+        if not self.server.app.faults.config.no_date:
+            self.send_header("Date", self.date_time_string())
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         # The Date header follows the server's (possibly skewed) clock.

@@ -67,6 +67,24 @@ def test_limiters_on_one_file_book_from_one_schedule(tmp_path: Path) -> None:
     assert a.wait_time() == pytest.approx(20.0 + m)
 
 
+def test_a_released_slot_is_free_again_unless_booked_since(tmp_path: Path) -> None:
+    # A request that never reached the server (connection refused) gives its slot back.
+    t = FakeTime()
+    slot = tmp_path / "k.slot"
+    a = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
+    b = SpacingLimiter(20.0, clock=t.clock, sleep=t.sleep, shared=slot)
+    a.acquire()
+    a.release()
+    assert a.wait_time() == b.wait_time() == 0.0
+    assert a.acquire() == 0.0
+    b.acquire()  # waits for a's slot, then books the next one
+    booked = b.wait_time()
+    a.release()  # too late: b booked after a; b's slot stays
+    assert booked > 20.0
+    assert b.wait_time() == booked
+    assert a.wait_time() >= booked  # (plus the room a leaves around another's slot)
+
+
 def test_a_limiter_alone_books_warm_gaps_of_interval_plus_margin(tmp_path: Path) -> None:
     t = FakeTime()
     lim = SpacingLimiter(0.5, clock=t.clock, sleep=t.sleep, shared=tmp_path / "k.slot")

@@ -113,7 +113,7 @@ def test_chunks_reads_and_eta_follow_the_client(
 
     assert preview["cora_batch"].tolist() == [i // 5 for i in range(23)]
     assert preview.attrs["bulk_requests"] == 5
-    assert preview.attrs["eta_s"] == pytest.approx(4 * (20.0 + client.limiter.ROOM))
+    assert preview.attrs["eta_s"] == pytest.approx(4 * (20.0 + client.limiter.margin()), abs=1e-3)
     # 23 ids, 3 per GET: 8 reads, none of them a bulk request.
     assert preview.attrs["requests"] == len(gets(sb)) == 8
     assert bulk_posts(sb) == []
@@ -147,8 +147,8 @@ def test_rules_validation_does_not_see_are_applied(
     assert preview.loc[3, "cora_code"] == "MISSING_REQUIRED_FIELD"
     assert change_map(preview.loc[0, "cora_changes"]) == {
         "history.statuteLimitationsDate": (None, "2031-02-03T00:00:00Z"),
-        # A stored text balance is not the number 12.5; an object replaces a text creditor.
-        "currentBalance": ("12.50", 12.5),
+        # A balance read back as text ("12.50") is the number 12.5 sent: no change there.
+        # An object replaces a text creditor.
         "originalCreditor": ("Old Bank", {"name": "New Bank"}),
     }
     dry = df.cora.upsert(client=client_for(), dry_run=True, include_changes=True,

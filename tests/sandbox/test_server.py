@@ -436,6 +436,16 @@ def test_cli_db_survives_restart_and_takes_fault_flags(tmp_path, cora_for):
         assert server.interrupt() == 0
 
 
+def test_cli_takes_answer_variants(recotap_for):
+    with cli("--seed", "demo", "--recotap-key", "rtp_variants", "--variant", "unicode_domains",
+             "--variant", "bare_answers") as server:
+        rtp = recotap_for(f"http://127.0.0.1:{server.port}/api/v1", "rtp_variants")
+        unmapped = rtp.missing(limit=1000).json()
+        assert isinstance(unmapped, list)
+        assert any(not row["domain"].isascii() for row in unmapped)
+        assert server.interrupt() == 0
+
+
 def test_cli_random_keys_and_window(cora_for):
     with cli("--seed", "none", "--cora-window", "30") as server:
         exports = server.exports()
