@@ -3,32 +3,35 @@
 Where the vendor's docs are silent, the behaviour here is the sandbox's own choice (listed in
 the README's sandbox section); the client must tolerate it, never depend on it.
 
-The field rules below (``READ_ONLY``, ``STRING_FIELDS``, ``check_fields`` and the merge) are a
-second, independent reading of the contract, kept apart from the client's field catalogue on
-purpose: the sandbox is the oracle the tests compare the client against (its validation, its
-local diff), so it must not share the code it judges. Do not import the client's rules here.
+Its field rules and merge live beside it, in the sandbox's own Cora rules module: a second,
+independent reading of the contract, kept apart from the client's field catalogue on purpose
+(the sandbox is the oracle the tests compare the client against). Do not import
+``recocora.cora`` here.
 """
 
 from __future__ import annotations
 
 import copy
-import email.utils
-import hashlib
-import hmac
-import math
 import random
-import re
 import threading
-import time
 import uuid
-from dataclasses import dataclass, replace
-from datetime import date, datetime
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
+from ._cora_auth import authenticate, error, split_key
+from ._cora_rate import RateLimits, RateWindow
+from ._cora_rules import (
+    _MISSING,
+    READ_ONLY,
+    RowError,
+    _as_text,
+    _normalise_values,
+    check_fields,
+    merge_into,
+    new_account,
+)
 from ._core import Clock, Request, Response, Store, json_response
 from ._faults import FaultConfig
 
@@ -36,276 +39,9 @@ __all__ = ["CoraApi", "RateWindow"]
 
 MAX_BULK = 500
 MAX_GET_IDS = 200
-TIMESTAMP_WINDOW = 300.0
-KEY_PREFIX = "cora_org_"
-
-READ_ONLY = frozenset(
-    {"id", "organizationId", "status_category", "currentEmailAddressId", "emailAddressIds",
-     "createdAt", "updatedAt"}
-)
-STRING_FIELDS = frozenset(
-    {"portfolioId", "bucket", "phoneNumber", "status", "clientStatus", "emailAddress",
-     "typeOfDebt", "bank", "client"}
-)
-FREE_OBJECTS = frozenset({"metadata", "compliance", "paymentRules", "contactInfo", "smsOptOut"})
-STRUCTURED = frozenset({"person", "address", "history"})
-OTHER_FIELDS = frozenset({"originalCreditor", "currentBalance", "tags"})
-WRITABLE = STRING_FIELDS | FREE_OBJECTS | STRUCTURED | OTHER_FIELDS
-BULK_ONLY = frozenset({"portfolioId", "bucket"})
-E164 = re.compile(r"\+[1-9][0-9]{0,14}")
-NUMERIC = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
-_MISSING: Any = object()
 
 
-Stamp = Literal["arrival", "body", "processed"]
-RetryAfterStyle = Literal["seconds", "date", "none", "stale"]
-
-
-@dataclass(frozen=True)
-class RateWindow:
-    """How the sandbox enforces Cora's bulk rate window: one request per ``seconds`` per key.
-
-    The docs say only "1 request every 20 seconds"; a real gateway may stamp a request at any
-    point of its life, on another node, and answer a refusal in several ways. Each of those
-    is a setting here, so the client's pacing is tested against all of them:
-
-    - ``stamp``: the instant a request counts from: ``arrival`` (the request line came in),
-      ``body`` (its body was read), ``processed`` (its rows were written; the refusal check
-      is made when the handler starts, the stamp when it ends).
-    - ``jitter``: seconds, a uniform random delay added to each stamp (another node's clock,
-      a queue), from a generator seeded with ``seed``.
-    - ``restart_on_refusal``: a refused request restarts the window too.
-    - ``retry_after``: the 429's header: ``seconds`` (whole seconds, rounded up), ``date``
-      (an HTTP date), ``none`` (no header) or ``stale`` (one second less than the truth).
-
-    >>> RateWindow(1.0, stamp="body", jitter=0.04).stamp
-    'body'
-    """
-
-    seconds: float = 20.0
-    stamp: Stamp = "arrival"
-    jitter: float = 0.0
-    restart_on_refusal: bool = False
-    retry_after: RetryAfterStyle = "seconds"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.stamp not in ("arrival", "body", "processed"):
-            raise ValueError(f"stamp must be arrival, body or processed, got {self.stamp!r}")
-        if self.retry_after not in ("seconds", "date", "none", "stale"):
-            raise ValueError(
-                f"retry_after must be seconds, date, none or stale, got {self.retry_after!r}"
-            )
-        if self.seconds < 0 or self.jitter < 0:
-            raise ValueError("the window and its jitter are seconds >= 0")
-
-
-class RowError(Exception):
-    def __init__(self, code: str, message: str, details: list[dict[str, str]]) -> None:
-        super().__init__(message)
-        self.code, self.message, self.details = code, message, details
-
-
-def error(status: int, code: str, message: str, **extra: Any) -> Response:
-    headers = {k: str(v) for k, v in extra.pop("headers", {}).items()}
-    return json_response(
-        status, {"success": False, "code": code, "message": message, **extra}, headers
-    )
-
-
-def _is_date(value: str) -> bool:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return False
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_datetime(value: str) -> bool:
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
-def _type_problems(row: dict[str, Any], *, patch: bool) -> list[dict[str, str]]:
-    """Wrong JSON types and unknown fields, as ``details`` entries."""
-    out: list[dict[str, str]] = []
-
-    def bad(field: str, message: str) -> None:
-        out.append({"field": field, "message": message})
-
-    for key, value in row.items():
-        if key == "externalId" or key in READ_ONLY:
-            continue
-        if key not in WRITABLE:
-            bad(key, f"{key} is not a known account field")
-            continue
-        if patch and key in BULK_ONLY:
-            continue  # reported as FIELD_NOT_UPDATABLE
-        if value is None:
-            continue  # an explicit null clears the stored value
-        if key in STRING_FIELDS:
-            if not isinstance(value, str):
-                bad(key, f"{key} must be a string")
-        elif key in FREE_OBJECTS:
-            if not isinstance(value, dict):
-                bad(key, f"{key} must be an object")
-        elif key == "tags":
-            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-                bad(key, "tags must be an array of strings")
-        elif key == "currentBalance":
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            ) or (
-                isinstance(value, str) and NUMERIC.fullmatch(value) is not None
-                and math.isfinite(float(value))
-            )
-            if not ok:
-                bad(key, "currentBalance must be a finite number or numeric string")
-        elif key == "originalCreditor":
-            if not isinstance(value, (str, dict)):
-                bad(key, "originalCreditor must be a string or an object")
-        elif key in STRUCTURED:
-            if not isinstance(value, dict):
-                bad(key, f"{key} must be an object")
-            else:
-                out.extend(_structured_problems(key, value))
-    return out
-
-
-def _structured_problems(key: str, obj: dict[str, Any]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    strings: frozenset[str]
-    if key == "person":
-        strings = frozenset({"ssn", "last4SSN", "birthdate"})
-        allowed = strings | {"name"}
-    elif key == "address":
-        strings = frozenset({"street", "additionalStreet", "city", "state", "zip", "country"})
-        allowed = strings
-    else:  # history: documented keys typed, more undocumented keys allowed
-        strings = frozenset({"origin", "statuteLimitationsDate"})
-        allowed = frozenset()
-    for sub, value in obj.items():
-        path = f"{key}.{sub}"
-        if allowed and sub not in allowed:
-            out.append({"field": path, "message": f"{path} is not a known field"})
-        elif value is None:
-            continue
-        elif sub == "name":
-            if not isinstance(value, dict):
-                out.append({"field": path, "message": f"{path} must be an object"})
-                continue
-            for part, v in value.items():
-                if part not in ("first", "last", "middle"):
-                    out.append({"field": f"{path}.{part}", "message": "not a known field"})
-                elif v is not None and not isinstance(v, str):
-                    out.append({"field": f"{path}.{part}", "message": "must be a string"})
-        elif sub in strings and not isinstance(value, str):
-            out.append({"field": path, "message": f"{path} must be a string"})
-        elif sub == "birthdate" and not _is_date(value):
-            out.append({"field": path, "message": "birthdate must be a date as YYYY-MM-DD"})
-        elif sub == "statuteLimitationsDate" and not _is_datetime(value):
-            out.append({"field": path, "message": "must be an ISO 8601 datetime"})
-    return out
-
-
-def check_fields(row: dict[str, Any], *, patch: bool = False) -> None:
-    """Raise :class:`RowError` for the first class of problem a row has."""
-    ro = sorted(k for k in row if k in READ_ONLY or (patch and k in BULK_ONLY))
-    if ro:
-        raise RowError(
-            "FIELD_NOT_UPDATABLE",
-            f"Field(s) cannot be written: {', '.join(ro)}",
-            [{"field": k, "message": f"{k} is read-only"} for k in ro],
-        )
-    problems = _type_problems(row, patch=patch)
-    if problems:
-        raise RowError("INVALID_FIELD_VALUE", problems[0]["message"], problems)
-    phone = row.get("phoneNumber")
-    if isinstance(phone, str) and not E164.fullmatch(phone):
-        raise RowError(
-            "INVALID_PHONE_NUMBER",
-            "phoneNumber must be in E.164 format, e.g. +15555550111",
-            [{"field": "phoneNumber", "message": "not E.164"}],
-        )
-
-
-def _normalise_values(row: dict[str, Any]) -> dict[str, Any]:
-    """Numeric strings for currentBalance are stored as numbers [sandbox]."""
-    bal = row.get("currentBalance")
-    if isinstance(bal, str):
-        f = float(bal)
-        row = {**row, "currentBalance": int(f) if f.is_integer() and "." not in bal else f}
-    return row
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether the sent ``b`` leaves the stored ``a`` as it is. Numeric text stored equals
-    the number sent (the docs type currentBalance as number or numeric string) [sandbox]."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, str) and isinstance(b, (int, float)):
-        return NUMERIC.fullmatch(a) is not None and Decimal(a.strip()) == Decimal(str(b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    return type(a) is type(b) and bool(a == b)
-
-
-def merge_into(stored: dict[str, Any], incoming: dict[str, Any], prefix: str = "") -> list[
-    dict[str, Any]
-]:
-    """Deep-merge ``incoming`` into ``stored`` in place; objects merge, the rest replaces.
-
-    Returns the changes as ``{"field": dotted path, "from", "to"}``.
-    """
-    changes: list[dict[str, Any]] = []
-    for key, value in incoming.items():
-        path = f"{prefix}{key}"
-        old = stored.get(key, _MISSING)
-        if isinstance(value, dict) and (isinstance(old, dict) or old is _MISSING or old is None):
-            target: dict[str, Any] = old if isinstance(old, dict) else {}
-            if not isinstance(old, dict):
-                if not value:
-                    changes.append({"field": path, "from": None, "to": {}})
-                stored[key] = target
-            changes.extend(merge_into(target, value, f"{path}."))
-        elif old is _MISSING or not _same(old, value):
-            changes.append(
-                {"field": path, "from": None if old is _MISSING else old, "to": value}
-            )
-            stored[key] = copy.deepcopy(value)
-    return changes
-
-
-def _as_text(value: Any) -> Any:
-    """Every number in ``value`` as numeric text (``450.25`` -> ``"450.25"``), booleans kept:
-    how a server that keeps numbers as text may read them back."""
-    if isinstance(value, dict):
-        return {k: _as_text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_text(v) for v in value]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _strip_nulls(obj: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: _strip_nulls(v) if isinstance(v, dict) else v for k, v in obj.items() if v is not None
-    }
-
-
-class CoraApi:
+class CoraApi(RateLimits):
     """Routes under ``/external-api``. ``rate`` is the bulk rate window (:class:`RateWindow`;
     ``window`` its length in seconds)."""
 
@@ -348,29 +84,6 @@ class CoraApi:
             db.execute("DELETE FROM cora_keys")
             db.execute("DELETE FROM cora_orgs")
         self.reset_rate()
-
-    @property
-    def window(self) -> float:
-        return self.rate.seconds
-
-    @window.setter
-    def window(self, seconds: float) -> None:
-        self.rate = replace(self.rate, seconds=seconds)
-
-    @property
-    def rate(self) -> RateWindow:
-        return self._rate
-
-    @rate.setter
-    def rate(self, rate: RateWindow) -> None:
-        with self._rate_lock:
-            self._rate = rate
-            self._jitter = random.Random(rate.seed)
-
-    def reset_rate(self) -> None:
-        with self._rate_lock:
-            self._last_bulk.clear()
-            self._jitter = random.Random(self._rate.seed)
 
     def accounts(self, org: str | None = None) -> list[dict[str, Any]]:
         with self.store.read() as db:
@@ -483,129 +196,11 @@ class CoraApi:
 
     # -- auth -----------------------------------------------------------------------------
 
-    @staticmethod
-    def split_key(raw: str) -> tuple[str | None, str | None]:
-        body = raw[len(KEY_PREFIX) :] if raw.startswith(KEY_PREFIX) else raw
-        key_id, dot, secret = body.partition(".")
-        if not dot or not key_id or not secret:
-            return None, None
-        return key_id, secret
+    split_key = staticmethod(split_key)
 
     def _authenticate(self, req: Request, write: bool) -> tuple[str, str] | Response:
         """Return ``(org, key_id)`` or the error response."""
-        auth = req.header("authorization")
-        if write:
-            ts, sig = req.header("x-cora-timestamp"), req.header("x-cora-signature")
-            if not auth or not ts or not sig:
-                return error(
-                    401, "MISSING_AUTH_HEADERS",
-                    "Write requests need Authorization, X-Cora-Timestamp and X-Cora-Signature",
-                )
-        elif not auth:
-            return error(401, "MISSING_AUTH_HEADER", "Missing Authorization header")
-        scheme, _, raw = auth.partition(" ")
-        key_id, secret = self.split_key(raw.strip()) if scheme == "Bearer" else (None, None)
-        with self.store.read() as db:
-            found = (
-                db.execute(
-                    "SELECT k.secret, k.org, o.org FROM cora_keys k "
-                    "LEFT JOIN cora_orgs o ON o.org = k.org WHERE k.key_id = ?",
-                    (key_id,),
-                ).fetchone()
-                if key_id
-                else None
-            )
-        if (
-            found is None
-            or secret is None
-            or not hmac.compare_digest(found[0].encode(), secret.encode())
-        ):
-            return error(401, "INVALID_API_KEY", "Invalid API key")
-        if found[2] is None:
-            return error(401, "API_KEY_ORG_MISMATCH", "API key does not belong to an organization")
-        if write:
-            assert ts is not None and sig is not None
-            if not re.fullmatch(r"\d{1,16}", ts):
-                return error(
-                    401, "REQUEST_TIMESTAMP_OUTSIDE_WINDOW", "X-Cora-Timestamp is not Unix time"
-                )
-            t = int(ts) / 1000.0 if len(ts) >= 12 else float(ts)
-            if abs(self.clock.now() - t) > TIMESTAMP_WINDOW:
-                return error(
-                    401, "REQUEST_TIMESTAMP_OUTSIDE_WINDOW",
-                    "Request timestamp is more than 5 minutes from server time",
-                )
-            canonical = ".".join(
-                (ts, req.method.upper(), req.target, hashlib.sha256(req.body).hexdigest())
-            )
-            expected = hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected.encode(), sig.encode()):
-                return error(401, "INVALID_REQUEST_SIGNATURE", "Request signature does not match")
-            ctype = (req.header("content-type") or "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return error(
-                    415, "UNSUPPORTED_MEDIA_TYPE",
-                    "Write requests need Content-Type: application/json",
-                )
-        return found[1], key_id  # type: ignore[return-value]
-
-    def rate_limited(self, remaining: float | None) -> Response:
-        """A 429 for a request ``remaining`` seconds early, its ``Retry-After`` written as
-        :attr:`rate` says (``remaining=None``: no header at all)."""
-        style = self.rate.retry_after
-        headers: dict[str, Any] = {}
-        if remaining is not None and style != "none":
-            whole = max(1, math.ceil(remaining))
-            if style == "seconds":
-                headers["Retry-After"] = whole
-            elif style == "stale":
-                headers["Retry-After"] = whole - 1
-            else:
-                headers["Retry-After"] = email.utils.formatdate(
-                    math.ceil(self.clock.now() + remaining), usegmt=True
-                )
-        return error(
-            429, "RATE_LIMITED",
-            f"Rate limit exceeded: one bulk request every {self.window:g} seconds per API key",
-            headers=headers,
-        )
-
-    def _stamp(self, at: float) -> float:
-        """``at`` plus this window's jitter (call under ``_rate_lock``)."""
-        return at + (self._jitter.uniform(0.0, self.rate.jitter) if self.rate.jitter else 0.0)
-
-    def _take_slot(self, key_id: str, req: Request) -> Response | None:
-        """Refuse the request if it comes inside the window, else stamp it (unless it is
-        stamped once processed: :meth:`_stamp_processed`)."""
-        rate = self.rate
-        if rate.seconds <= 0:
-            return None
-        if rate.stamp == "arrival":
-            at = req.arrived
-        elif rate.stamp == "body":
-            at = req.body_read if req.body_read is not None else req.arrived
-        else:
-            at = time.monotonic()
-        with self._rate_lock:
-            now = self._stamp(at)
-            last = self._last_bulk.get(key_id)
-            if last is not None and now - last < rate.seconds:
-                if last == math.inf:  # another request of this key is being processed
-                    return self.rate_limited(rate.seconds)
-                if rate.restart_on_refusal:
-                    self._last_bulk[key_id] = now
-                return self.rate_limited(rate.seconds - (now - last))
-            if rate.stamp != "processed":
-                self._last_bulk[key_id] = now
-            else:
-                # Hold the slot while processing; the stamp moves to the end of it.
-                self._last_bulk[key_id] = math.inf
-        return None
-
-    def _stamp_processed(self, key_id: str) -> None:
-        if self.rate.seconds > 0 and self.rate.stamp == "processed":
-            with self._rate_lock:
-                self._last_bulk[key_id] = self._stamp(time.monotonic())
+        return authenticate(self.store, self.clock, req, write)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -730,7 +325,7 @@ class CoraApi:
                 row = _normalise_values(row)
                 stored = existing.get(ext)
                 if stored is None:
-                    doc = self._create(org, row, now)
+                    doc = new_account(org, row, now)
                     existing[ext] = doc
                     result.update(status="created", accountId=doc["id"], updatedAt=now)
                     to_save.append(doc)
@@ -756,31 +351,6 @@ class CoraApi:
                 result.update(status="failed", code=e.code, message=e.message, details=e.details)
             results.append(result)
         return results, to_save
-
-    @staticmethod
-    def _create(org: str, row: dict[str, Any], now: str) -> dict[str, Any]:
-        missing = []
-        if not isinstance(row.get("phoneNumber"), str):
-            missing.append("phoneNumber")
-        if not row.get("portfolioId"):
-            missing.append("portfolioId")
-        meta = row.get("metadata")
-        if not isinstance(meta, dict) or meta.get("filenumber") in (None, ""):
-            missing.append("metadata.filenumber")
-        if missing:
-            raise RowError(
-                "MISSING_REQUIRED_FIELD",
-                f"Missing required field(s) to create an account: {', '.join(missing)}",
-                [{"field": f, "message": f"{f} is required to create an account"}
-                 for f in missing],
-            )
-        return {
-            "id": f"acc_{uuid.uuid4().hex[:24]}",
-            "organizationId": org,
-            **_strip_nulls(row),
-            "createdAt": now,
-            "updatedAt": now,
-        }
 
     def _get_many(self, req: Request) -> Response:
         auth = self._authenticate(req, write=False)

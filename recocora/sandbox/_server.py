@@ -20,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from ._cora import CoraApi, RateWindow
-from ._cora import error as cora_error
+from ._cora_auth import error as cora_error
 from ._core import Clock, Request, Response, Store, json_response
 from ._faults import FaultConfig, FaultDecision, FaultInjector
 from ._recotap import RecotapApi

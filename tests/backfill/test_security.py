@@ -257,7 +257,7 @@ def test_sandbox_compares_secrets_in_constant_time(
 ) -> None:
     import hmac
 
-    from recocora.sandbox import _cora as sandbox_cora
+    from recocora.sandbox import _cora_auth as sandbox_cora
     from recocora.sandbox import _recotap as sandbox_recotap
 
     seen: list[tuple[bytes | str, bytes | str]] = []

@@ -14,13 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recocora.sandbox._core import Clock, Request, Response, Store
-from recocora.sandbox._recotap import (
-    RecotapApi,
-    _decode_cursor,
-    _encode_cursor,
-    _parse_iso_ms,
-    normalize_domain,
-)
+from recocora.sandbox._recotap import RecotapApi
+from recocora.sandbox._recotap_checks import _decode_cursor, _encode_cursor, _parse_iso_ms
+from recocora.sandbox._recotap_domains import normalize_domain
 
 KEY = "rtp_test_key"
 OTHER_KEY = "rtp_other_key"
