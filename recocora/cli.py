@@ -145,6 +145,9 @@ def _cora_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     what.add_argument("--diff", action="store_true",
                       help="preview locally from the current accounts: no write, no bulk "
                            "request, no rate slot")
+    p.add_argument("--skip-unchanged", action="store_true",
+                   help="read the accounts first and send only rows that would change; "
+                        "the others come back skipped and cost no rate-limit slot")
     p.add_argument("--include-changes", action="store_true",
                    help="ask for the field changes of updated rows (cora_changes)")
     p.add_argument("--columns", metavar="MAP.json",
@@ -286,7 +289,8 @@ def _run_cora_upsert(args: argparse.Namespace) -> int:
         else:
             options = cora_run.UpsertOptions(
                 columns=columns, mode=args.mode, dry_run=args.dry_run,
-                include_changes=args.include_changes, **_run_kwargs(args),
+                include_changes=args.include_changes, skip_unchanged=args.skip_unchanged,
+                **_run_kwargs(args),
             )
             result = cora_run.upsert(frame, client, options)
     except (RecocoraError, RunInterrupted) as exc:

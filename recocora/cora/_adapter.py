@@ -21,6 +21,7 @@ from .._state import Ack
 from .._transport import failed_request_note
 from ..errors import RecocoraError
 from ._client import CoraClient
+from ._predict import unchanged_rows
 from ._upsert import APPLIED, Mode, OnInvalid, UpsertPlan, _Outcome, plan_upsert
 
 __all__ = ["CoraAdapter", "UpsertOptions", "plan", "upsert"]
@@ -36,6 +37,7 @@ class UpsertOptions(RunOptions):
     columns: dict[str, str] | None = None
     on_invalid: OnInvalid = "raise"
     mode: Mode = "upsert"
+    skip_unchanged: bool = False
 
 
 def plan(df: pd.DataFrame, client: CoraClient | None, options: UpsertOptions) -> UpsertPlan:
@@ -77,6 +79,8 @@ class CoraAdapter:
         self.outcome = _Outcome(planned)
         self.dry_run = options.dry_run
         self.include_changes = options.include_changes
+        self.skip_unchanged = options.skip_unchanged
+        self.reads = 0
         self.label = "Cora dry run" if options.dry_run else "Cora upsert"
         self.rows = len(planned.source_index)
 
@@ -112,7 +116,21 @@ class CoraAdapter:
         return len(self.plan.to_send)
 
     def prepare(self) -> tuple[int, Batch | None]:
-        return 0, None
+        """With ``skip_unchanged``, read the accounts of the rows still to send and settle
+        as ``skipped`` those Cora would answer ``unchanged``; the rest are packed anew into
+        full batches. The reads spend no bulk slot. Nothing is journaled for them: Cora did
+        not answer for these rows."""
+        planned = self.plan
+        if not self.skip_unchanged or not len(planned.to_send):
+            return 0, None
+        positions, results, self.reads = unchanged_rows(planned, self.client)
+        if not len(positions):
+            return 0, None
+        self.outcome.mark_unchanged(positions, results)
+        places = np.arange(len(planned.positions)) if planned.selected is None \
+            else planned.selected
+        planned.selected = places[~np.isin(planned.to_send, positions)]
+        return len(positions), None
 
     def batches(self, *, hashes: bool) -> Any:
         return self.plan.chunks(dry_run=self.dry_run, include_changes=self.include_changes,
@@ -140,6 +158,8 @@ class CoraAdapter:
         return None
 
     def result(self, attrs: dict[str, Any], *, complete: bool) -> pd.DataFrame:
+        if self.skip_unchanged:
+            attrs["read_requests"] = self.reads
         return self.outcome.frame(self.plan.source_index, attrs)
 
     def request_failed(self, exc: RecocoraError) -> str:

@@ -251,6 +251,22 @@ class _Outcome:
             for s, a in zip(status, acked, strict=True)
         ]
 
+    def mark_unchanged(self, positions: np.ndarray, results: list[dict[str, Any]]) -> None:
+        """Rows whose account already holds every value they carry (read before writing):
+        not sent, ``skipped``."""
+        if not len(positions):
+            return
+        self.counts["not_sent"] -= len(positions)
+        self.counts["skipped"] += len(positions)
+        self.status[positions] = "skipped"
+        self.cols["cora_previous_status"][positions] = "unchanged"
+        self.cols["cora_account_id"][positions] = [r.get("accountId") for r in results]
+        self.cols["cora_updated_at"][positions] = [r.get("updatedAt") for r in results]
+        self.cols["cora_message"][positions] = (
+            "not sent: the account already holds these values (read just before writing; "
+            "skip_unchanged=False sends it anyway)"
+        )
+
     def mark_unknown(self, positions: np.ndarray, why: str) -> None:
         """The request carrying these rows got no usable answer."""
         unsent = positions[self.status[positions] == "not_sent"]

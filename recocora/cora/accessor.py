@@ -75,6 +75,7 @@ class CoraAccessor:
         max_failed: int | float | None = None,
         only: pd.DataFrame | None = None,
         on_progress: Listener | None = None,
+        skip_unchanged: bool = False,
     ) -> pd.DataFrame:
         """Create or update Cora accounts by ``externalId``, 500 rows per request.
 
@@ -109,6 +110,14 @@ class CoraAccessor:
           ``.result`` is the partial result.
         - ``only=res`` sends just the rows ``res`` (an earlier result of this frame) marks
           ``failed`` or ``not_sent``, and returns ``res`` with their new outcomes.
+        - ``skip_unchanged=True`` reads the accounts first (``GET``, 200 ids a request,
+          the reads ``df.cora.diff()`` makes, several at once, free of the bulk limit) and
+          sends only the rows that would be ``created``, ``updated`` or ``failed``; rows whose
+          account already holds every value they carry come back ``skipped`` and cost no
+          slot, and the rest are packed into full requests of 500. It trusts that nobody
+          writes those accounts between the read and the write; upserts are idempotent, so
+          the worst case is a row sent that need not have been, never a row lost. Works with
+          or without a journal (the journal's skip comes first, then the reads).
         - ``on_progress`` is called after every answer with a progress event (rows done of
           the total, counts by status, requests, 429s met, seconds left); the last one has
           ``finished=True`` and the result's counts.
@@ -120,7 +129,7 @@ class CoraAccessor:
         options = UpsertOptions(
             dry_run=dry_run, include_changes=include_changes, columns=columns,
             on_invalid=on_invalid, mode=mode, progress=progress, journal=journal, force=force,
-            max_failed=max_failed, on_progress=on_progress,
+            max_failed=max_failed, on_progress=on_progress, skip_unchanged=skip_unchanged,
         )
         return upsert(self._df, client, options, only=only)
 

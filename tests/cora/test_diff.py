@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import recocora  # noqa: F401  (registers df.cora)
 from recocora import CoraClient, ValidationError
-from recocora.cora._diff import merge_changes, predict_results
+from recocora.cora._predict import merge_changes, predict_results
 from recocora.cora._upsert import RESULT_COLUMNS
 from recocora.errors import ServerError
 from recocora.sandbox import FaultConfig, Sandbox

@@ -23,7 +23,6 @@ import recocora.cora._fields as fields
 from recocora import CoraClient
 from recocora._validation import valid_mask
 from recocora._wire import rows_for_chunk
-from recocora.cora._diff import predict_results
 from recocora.cora._fields import (
     CATALOGUE,
     CLOSED_OBJECTS,
@@ -38,6 +37,7 @@ from recocora.cora._fields import (
     keys_of,
     row_problems,
 )
+from recocora.cora._predict import predict_results
 from recocora.cora._schema import prepare, validate
 from recocora.errors import ValidationError
 from recocora.sandbox import Sandbox
