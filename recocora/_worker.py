@@ -1,0 +1,286 @@
+"""``python -m recocora._worker RUN_DIR``: the process that performs one background run.
+
+It reads the key from its standard input (one JSON line, never from a file), the run's
+settings from ``RUN_DIR/run.json`` and the staged frame, then calls the same accessor a user
+calls, with the run's journal. While it works, a heartbeat thread writes the run's progress
+to the registry and watches for a cancel request; SIGINT (what ``run.cancel()`` sends) stops
+the run before its next request, after the answer in flight has been recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from ._runs import _process_start, read_staged, registry
+from ._state._registry import now_iso
+from .errors import RecocoraError, RunInterrupted
+
+__all__ = ["main"]
+
+#: Seconds between heartbeats (progress written, cancel request looked for).
+HEARTBEAT_S = 0.5
+_ANSWER_LOG = "%s %s -> %d in %.3fs (attempt %d)"
+
+log = logging.getLogger("recocora-worker")
+
+
+class _Gate:
+    """Turns SIGINT into a stop *between* requests: while a request is in flight the signal
+    is only noted, and the next attempt to take a slot raises ``KeyboardInterrupt``, so the
+    answer on its way is merged and journalled first. ``always`` (APIs without a slot to
+    wait for) stops at once, as Ctrl-C does."""
+
+    def __init__(self, always: bool) -> None:
+        self.cancelled = False
+        self.always = always
+        self.armed = always
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.cancelled = True
+        if self.armed:
+            raise KeyboardInterrupt
+
+    def wrap(self, acquire: Callable[[], float]) -> Callable[[], float]:
+        def gated() -> float:
+            if self.cancelled:
+                raise KeyboardInterrupt
+            self.armed = True
+            try:
+                return acquire()
+            finally:
+                self.armed = self.always
+
+        return gated
+
+
+class _RateLimitCounter(logging.Handler):
+    """Counts the 429 answers the transport logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == _ANSWER_LOG and isinstance(record.args, tuple) and \
+                len(record.args) > 2 and record.args[2] == 429:
+            self.count += 1
+
+
+def _journal_progress(path: Path, target: str, floor: int, dry_run: bool
+                      ) -> tuple[int | None, int, int, dict[str, int]]:
+    """``(rows_total, rows_done, requests, counts)`` of this run's journal runs."""
+    if not path.exists():
+        return None, 0, 0, {}
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        runs = con.execute(
+            "SELECT to_send, skipped, requests, acknowledged FROM runs "
+            "WHERE target = ? AND run > ? AND dry_run = ? ORDER BY run",
+            (target, floor, int(dry_run)),
+        ).fetchall()
+        counts = dict(con.execute(
+            "SELECT status, COUNT(*) FROM acks WHERE target = ? AND run > ? AND dry_run = ? "
+            "GROUP BY status", (target, floor, int(dry_run)),
+        ).fetchall())
+    except sqlite3.Error:
+        return None, 0, 0, {}
+    finally:
+        con.close()
+    if not runs:
+        return None, 0, 0, {}
+    to_send, skipped, _, acknowledged = runs[-1]
+    requests = sum(r[2] for r in runs)
+    return to_send + skipped, skipped + acknowledged, requests, counts
+
+
+def _journal_floor(path: Path, target: str) -> int:
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = con.execute("SELECT MAX(run) FROM runs WHERE target = ?", (target,)).fetchone()
+    except sqlite3.Error:
+        return 0
+    finally:
+        con.close()
+    return int(row[0] or 0)
+
+
+def _client(api: str, settings: dict[str, Any], secret: str) -> Any:
+    from ._transport import RetryPolicy
+
+    common = {"api_key": secret, "base_url": settings["base_url"],
+              "timeout": settings["timeout"], "retry": RetryPolicy(**settings["retry"]),
+              "max_concurrency": settings["max_concurrency"]}
+    client: Any
+    if api == "cora":
+        from .cora._client import CoraClient
+
+        client = CoraClient(min_interval=settings["min_interval"], **common)
+    else:
+        from .recotap._client import RecotapClient
+
+        client = RecotapClient(**common)
+    for name, value in settings["limits"].items():
+        setattr(client, name, value)
+    return client
+
+
+class _Heartbeat(threading.Thread):
+    """Writes progress and the heartbeat; turns a cancel request in the registry into a
+    SIGINT for the main thread. It touches only the registry, never the run's objects."""
+
+    def __init__(self, run_id: str, progress: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(name="recocora-heartbeat", daemon=True)
+        self.run_id, self.progress = run_id, progress
+        self.stop = threading.Event()
+        self.signalled = False
+        self.last: dict[str, Any] = {}
+
+    def beat(self) -> None:
+        store = registry()
+        fields = self.progress()
+        store.update(self.run_id, heartbeat_at=now_iso(), **fields)
+        if fields.get("rows_done") != self.last.get("rows_done"):
+            log.info("%s/%s rows, %s requests, %s",
+                     fields.get("rows_done"), fields.get("rows_total"), fields.get("requests"),
+                     fields.get("counts"))
+        self.last = fields
+        record = store.get(self.run_id)
+        if record is not None and record["cancel_requested"] and not self.signalled:
+            self.signalled = True
+            log.info("cancel requested")
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self.beat()
+            except Exception:  # a busy registry must not end the run; the next beat retries
+                log.warning("heartbeat failed:\n%s", traceback.format_exc())
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(argv[0])
+    secret = str(orjson.loads(sys.stdin.readline())["api_key"])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    counter = _RateLimitCounter()
+    package_log = logging.getLogger("recocora")
+    package_log.addHandler(counter)
+    package_log.setLevel(logging.DEBUG)
+    package_log.propagate = False
+
+    spec = orjson.loads((folder / "run.json").read_bytes())
+    run_id, api = folder.name, spec["api"]
+    store = registry()
+    record = store.get(run_id)
+    if record is None:
+        log.error("run %s is not in the registry %s", run_id, store.path)
+        return 2
+    gate = _Gate(always=api != "cora")
+    signal.signal(signal.SIGINT, gate.on_signal)
+    if not store.update(run_id, when_state=("queued",), state="running", pid=os.getpid(),
+                        pid_start=_process_start(os.getpid()),
+                        started_at=record["started_at"] or now_iso()):
+        log.error("run %s is %s, not queued: nothing to do", run_id, record["state"])
+        return 2
+    log.info("worker %d started run %s (attempt %s)", os.getpid(), run_id, record["attempts"])
+
+    from ._state import journal_target, key_fingerprint
+
+    options = dict(spec["options"])
+    if options.get("journal") in (None, False):
+        options["journal"] = str(folder / "journal.sqlite")
+    client = _client(api, spec["client"], secret)
+    label = client.key_id if api == "cora" else key_fingerprint(secret)
+    journal = Path(options["journal"]) if options["journal"] is not True else None
+    if journal is None:
+        from ._state import default_journal_path
+
+        journal = default_journal_path(api, client.base_url, label)
+    target = journal_target(api, client.base_url, label)
+    floor = record.get("journal_floor")
+    if floor is None:
+        floor = _journal_floor(journal, target)
+        store.update(run_id, journal_floor=floor)
+    if api == "cora":
+        vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
+    started = time.monotonic()
+
+    def progress() -> dict[str, Any]:
+        total, done, requests, counts = _journal_progress(
+            journal, target, int(floor), bool(options.get("dry_run", False)))
+        fields: dict[str, Any] = {"rows_done": done, "requests": requests, "counts": counts,
+                                  "rate_limited": counter.count}
+        if total is not None:
+            fields["rows_total"] = total
+            left = total - done
+            elapsed = time.monotonic() - started
+            if api == "cora":
+                fields["eta_s"] = math.ceil(left / client.MAX_ROWS) * client.min_interval
+            elif done:
+                fields["eta_s"] = elapsed / done * left
+        return fields
+
+    beat = _Heartbeat(run_id, progress)
+    beat.start()
+    result: pd.DataFrame | None = None
+    error: str | None = None
+    try:
+        df = read_staged(folder)
+        call = df.cora.upsert if api == "cora" else df.recotap.map_ids
+        result = call(client=client, progress=False, **options)
+        state = "succeeded"
+    except RunInterrupted as stop:
+        result, state = stop.result, "cancelled"
+        error = None if gate.cancelled else str(stop)
+    except KeyboardInterrupt:
+        state = "cancelled"
+    except RecocoraError as exc:
+        result, state = exc.result, "failed"
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        state, error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("%s", traceback.format_exc())
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: nothing to stop
+        beat.stop.set()
+        beat.join()
+        client.close()
+    final = progress()
+    if result is not None:
+        counts = {str(k): int(v) for k, v in result.attrs.get("counts", {}).items()}
+        final["counts"] = counts
+        final["requests"] = max(final["requests"], int(result.attrs.get("requests", 0)))
+        scratch = folder / "result.pkl.partial"
+        result.to_pickle(scratch)
+        scratch.replace(folder / "result.pkl")
+    final.pop("eta_s", None)
+    store.update(run_id, when_state=("running",), state=state, error=error,
+                 finished_at=now_iso(), eta_s=None, heartbeat_at=now_iso(), **final)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("run %s %s: %s; peak memory %.0f MB", run_id, state, final.get("counts"), peak)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
