@@ -13,6 +13,7 @@ file. Every process sees runs through the registry (:mod:`recocora._state._regis
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import pandas as pd
@@ -32,11 +33,9 @@ import pandas as pd
 from ._config import cache_dir
 from ._progress import format_duration
 from ._state._registry import LIVE_STATES, SqliteRunStore, now_iso
+from .cora._client import CoraClient
 from .errors import ConfigError, RunError
-
-if TYPE_CHECKING:
-    from .cora._client import CoraClient
-    from .recotap._client import RecotapClient
+from .recotap._client import RecotapClient
 
 __all__ = ["FINAL_STATES", "Run", "attach", "client_parts", "registry", "runs", "submit"]
 
@@ -75,24 +74,24 @@ def client_parts(api: str, client: CoraClient | RecotapClient) -> tuple[dict[str
         "retry": dataclasses.asdict(transport.retry),
         "max_concurrency": client.max_concurrency, "limits": limits,
     }
-    if api == "cora":
-        settings["min_interval"] = client.min_interval  # type: ignore[union-attr]
-        return settings, client._key.raw  # type: ignore[union-attr]
-    return settings, client._key  # type: ignore[union-attr,return-value]
+    if isinstance(client, CoraClient):
+        settings["min_interval"] = client.min_interval
+        return settings, client._key.raw
+    return settings, client._key
 
 
 def key_label(api: str, client: CoraClient | RecotapClient) -> str:
     from ._state import key_fingerprint
 
-    if api == "cora":
-        return client.key_id  # type: ignore[union-attr]
-    return key_fingerprint(client._key)  # type: ignore[union-attr,arg-type]
+    if isinstance(client, CoraClient):
+        return client.key_id
+    return key_fingerprint(client._key)
 
 
 def stage(df: pd.DataFrame, folder: Path) -> Path:
     """Write ``df`` into ``folder`` as ``input.parquet`` (``input.pkl`` when Arrow cannot
     hold it: mixed-type columns, non-text column names), as the worker will read it."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "input.parquet"
@@ -315,7 +314,7 @@ class Run:
         record = _settled(self.id)
         state = record["state"]
         path = Path(record["run_dir"]) / "result.pkl"
-        frame: pd.DataFrame | None = pd.read_pickle(path) if path.exists() else None
+        frame: pd.DataFrame | None = _read_result(path) if path.exists() else None
         if state in ("succeeded", "cancelled") and frame is not None:
             return frame
         if state in LIVE_STATES:
@@ -352,10 +351,8 @@ class Run:
         store.update(self.id, cancel_requested=1)
         if record["state"] == "running" and record.get("host") == socket.gethostname():
             # The worker also notices the request within a second; the signal saves that.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
                 os.kill(int(record["pid"]), signal.SIGINT)
-            except (ProcessLookupError, PermissionError, TypeError):
-                pass
 
     def resume(self, client: CoraClient | RecotapClient | None = None) -> Run:
         """Start a new worker for an ``interrupted`` (or ``failed``) run: rows whose answer
@@ -406,7 +403,7 @@ class Run:
         total = r["rows_total"] if r["rows_total"] is not None else r["rows"]
         counts = ", ".join(f"{k} {v:,}" for k, v in r["counts"].items() if v) or "no answers"
         text = (f"{r['state']}: {r['rows_done']:,}/{total:,} rows ({counts}); "
-                f"{r['requests']:,} requests, {r['rate_limited']:,} × 429")
+                f"{r['requests']:,} requests, {r['rate_limited']:,} answered 429")
         if r["state"] in LIVE_STATES and r["eta_s"] is not None:
             text += f"; {format_duration(float(r['eta_s']))} left"
         if r["error"]:
@@ -422,13 +419,14 @@ class Run:
         return run_mimebundle(self)
 
 
+def _read_result(path: Path) -> pd.DataFrame:
+    frame: pd.DataFrame = pd.read_pickle(path)
+    return frame
+
+
 def _client_from_env(api: str, base_url: str) -> CoraClient | RecotapClient:
     if api == "cora":
-        from .cora._client import CoraClient
-
         return CoraClient(base_url=base_url)
-    from .recotap._client import RecotapClient
-
     return RecotapClient(base_url=base_url)
 
 
@@ -466,7 +464,8 @@ def runs() -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("started_at", "finished_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    return frame
+    out: pd.DataFrame = frame
+    return out
 
 
 def start(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient | None,
@@ -482,15 +481,14 @@ def start(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient | None,
                          "sends only the rows it has no answer for: run.resume().")
     options.pop("progress", None)
     own = client is None
+    built: CoraClient | RecotapClient
     if api == "cora":
-        from .cora._client import CoraClient
         from .cora._upsert import plan_upsert
 
-        built: CoraClient | RecotapClient = client or CoraClient()
+        built = client or CoraClient()
         plan_upsert(df, columns=options["columns"], on_invalid=options["on_invalid"],
-                    mode=options["mode"], max_rows=built.MAX_ROWS)  # type: ignore[union-attr]
+                    mode=options["mode"], max_rows=CoraClient.MAX_ROWS)
     else:
-        from .recotap._client import RecotapClient
         from .recotap._schema import prepare_checked, validation_error
 
         built = client or RecotapClient()

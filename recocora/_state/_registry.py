@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import ConfigError
 
-__all__ = ["LIVE_STATES", "FIELDS", "RunStore", "SqliteRunStore", "now_iso"]
+__all__ = ["FIELDS", "LIVE_STATES", "RunStore", "SqliteRunStore", "now_iso"]
 
 #: States in which a run's worker is (or should be) at work.
 LIVE_STATES = ("queued", "running")

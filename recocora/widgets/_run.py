@@ -13,14 +13,12 @@ ends the ticking stops and the final summary stays.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ipywidgets as widgets
 
 from .._display import badges_html
-
-if TYPE_CHECKING:
-    from .._runs import Run
+from .._progress import format_duration
 
 __all__ = ["RunMonitor", "run_mimebundle"]
 
@@ -28,7 +26,20 @@ _STATE_COLOURS = {"queued": "#6e7781", "running": "#0969da", "succeeded": "#1a7f
                   "failed": "#cf222e", "cancelled": "#9a6700", "interrupted": "#bc4c00"}
 
 
-class RunMonitor(widgets.VBox):
+class Run(Protocol):
+    """What the monitor reads of a :class:`recocora.Run`."""
+
+    id: str
+
+    @property
+    def done(self) -> bool: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def cancel(self) -> None: ...
+
+
+class RunMonitor(widgets.VBox):  # type: ignore[misc]
     """A :class:`recocora.Run` as a widget, refreshed by the browser's ticks.
 
     >>> RunMonitor(recocora.attach(run_id))  # doctest: +SKIP
@@ -79,8 +90,8 @@ class RunMonitor(widgets.VBox):
             f'<span style="color:{colour};font-weight:bold">{html.escape(state)}</span> '
             f'<span class="recocora-rows">{int(info["rows_done"]):,} / {int(total):,} rows'
             f"</span> · {badges_html(info['counts'])} · {int(info['requests']):,} requests"
-            f" · {int(info['rate_limited']):,} × 429"
-            + (f" · {html.escape(self.run.summary().rsplit('; ', 1)[-1])}"
+            f" · {int(info['rate_limited']):,} answered 429"
+            + (f" · {format_duration(float(info['eta_s']))} left"
                if state in ("queued", "running") and info["eta_s"] is not None else "")
             + (f"<br><span>{html.escape(str(info['error']))}</span>" if info["error"] else "")
             + "</div>"
