@@ -56,15 +56,22 @@ class RunMonitor(widgets.VBox):  # type: ignore[misc]
         self.cancel_button = widgets.Button(description="Cancel", button_style="warning",
                                             icon="stop")
         self.cancel_button.on_click(self._cancel)
+        # The browser starts a Play's clock only when ``playing`` changes under a view, so
+        # the view count (reported by the front end once a view is drawn, again after a page
+        # reload) is the cue to switch it on.
         self.ticker = widgets.Play(interval=self.TICK_MS, min=0, max=1000, repeat=True,
-                                   show_repeat=False,
+                                   show_repeat=False, _view_count=0,
                                    layout=widgets.Layout(display="none"))
         self.ticker.observe(self._tick, names="value")
+        self.ticker.observe(self._drawn, names="_view_count")
         super().__init__([widgets.HBox([self.bar, self.cancel_button, self.ticker]),
                           self.label])
         self.add_class("recocora-run")
         self.refresh()
-        if not self.run.done:
+
+    def _drawn(self, change: dict[str, Any]) -> None:
+        if (change["new"] or 0) > (change["old"] or 0) and not self.run.done:
+            self.ticker.playing = False
             self.ticker.playing = True
 
     def _tick(self, change: dict[str, Any]) -> None:
