@@ -32,7 +32,7 @@ import pandas as pd
 
 from ._config import cache_dir
 from ._progress import format_duration
-from ._state._registry import LIVE_STATES, SqliteRunStore, now_iso
+from ._state._registry import LIVE_STATES, RunStore, SqliteRunStore, now_iso
 from .cora._client import CoraClient
 from .errors import ConfigError, RunError
 from .recotap._client import RecotapClient
@@ -42,7 +42,7 @@ __all__ = ["FINAL_STATES", "Run", "attach", "client_parts", "registry", "runs", 
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 #: A run on another machine, or not yet given a process, counts as dead after this silence.
 STALE_S = 60.0
-_STORES: dict[Path, SqliteRunStore] = {}
+_STORES: dict[Path, RunStore] = {}
 _CHILDREN: list[subprocess.Popen[bytes]] = []
 
 
@@ -50,8 +50,10 @@ def runs_dir() -> Path:
     return cache_dir() / "runs"
 
 
-def registry() -> SqliteRunStore:
-    """The registry of runs for the current cache directory (one connection per process)."""
+def registry() -> RunStore:
+    """The registry of runs for the current cache directory (one connection per process).
+    Everything else reaches runs through the :class:`RunStore` interface only, so another
+    backend (a shared database) plugs in here."""
     path = runs_dir() / "registry.sqlite"
     store = _STORES.get(path)
     if store is None:

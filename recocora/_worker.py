@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
     store = registry()
     record = store.get(run_id)
     if record is None:
-        log.error("run %s is not in the registry %s", run_id, store.path)
+        log.error("run %s is not in the registry of %s", run_id, folder.parent)
         return 2
     gate = _Gate(always=api != "cora")
     signal.signal(signal.SIGINT, gate.on_signal)
