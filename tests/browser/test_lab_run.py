@@ -4,11 +4,8 @@ run."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +13,9 @@ from typing import Any
 import nbformat
 import pytest
 
-from .test_voila_preview import CHROMIUM, CHROMIUM_ARGS, _free_port, _stop, _wait_listening
+from .conftest import PAGE_TIMEOUT_MS, free_port, keep_screenshots, require, serve, server_env
+from .test_lab_preview import KERNEL_READY_JS, THEMES, _settings, token_of
 
-PAGE_TIMEOUT_MS = 90_000
 ROOT = Path(__file__).resolve().parents[2]
 
 CELLS = [
@@ -39,45 +36,27 @@ CELLS = [
 
 @pytest.fixture
 def lab_url(tmp_path: Path) -> Iterator[str]:
-    for module in ("playwright.sync_api", "jupyterlab"):
-        __import__(module)  # a missing package fails here, naming it
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    """JupyterLab on a free loopback port with a token, in a folder holding the notebook."""
+    require(("jupyterlab", "jupyterlab"))
     root = tmp_path / "root"
     root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nbformat.write(nb, root / "run.ipynb")
-    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)
-    (settings / "tracker.jupyterlab-settings").write_text(
-        '{"windowingMode": "none", "autoStartDefaultKernel": true}')
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "JUPYTER_PLATFORM_DIRS": "1", "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-           "RECOCORA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "lab.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-             "--allow-root", "--LabApp.extension_manager=readonly"],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_listening(port, proc, log)
+    settings = tmp_path / "settings"
+    _settings(settings, THEMES["light"])
+    port, token = free_port(), secrets.token_hex(16)
+    # The kernel imports the tests' frames; its runs go to a cache folder of the test's own.
+    env = server_env(tmp_path, JUPYTERLAB_SETTINGS_DIR=str(settings),
+                     JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+                     RECOCORA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    with serve(
+        ["-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--allow-root", "--LabApp.extension_manager=readonly"],
+        cwd=root, env=env, port=port, log=tmp_path / "lab.log",
+    ):
         yield f"http://127.0.0.1:{port}/lab/tree/run.ipynb?token={token}"
-    finally:
-        _stop(proc)
-
-
-#: True once the notebook's kernel is idle with the page connected to it.
-KERNEL_READY_JS = """async (token) => {
-  const kernels = await (await fetch(`/api/kernels?token=${token}`)).json();
-  return kernels.length > 0
-    && kernels.every((k) => k.connections > 0 && k.execution_state === "idle");
-}"""
 
 
 def _run_first_cell(page: Any, token: str) -> None:
@@ -106,38 +85,34 @@ def _rows(monitor: Any) -> int:
 
 
 def test_monitor_advances_after_another_cell_and_cancel_stops_the_run(
-    lab_url: str, tmp_path: Path
+    lab_url: str, browser: Any, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        problems: list[str] = []
-        page.on("pageerror", lambda exc: problems.append(str(exc)))
-        try:
-            page.goto(lab_url, timeout=PAGE_TIMEOUT_MS)
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-                timeout=PAGE_TIMEOUT_MS)
-            _run_first_cell(page, lab_url.rsplit("token=", 1)[1])  # the run and its monitor
-            monitor = page.locator(".recocora-run")
-            monitor.wait_for(timeout=PAGE_TIMEOUT_MS)
-            page.locator(".recocora-run-summary[data-state='running']").wait_for(
-                timeout=PAGE_TIMEOUT_MS)
-            page.keyboard.press("Shift+Enter")  # another cell, while the run goes on
-            page.get_by_text("another cell ran while").wait_for(timeout=PAGE_TIMEOUT_MS)
-            seen = _rows(monitor)
-            page.wait_for_function(
-                """(seen) => {
-                  const el = document.querySelector('.recocora-run .recocora-rows');
-                  return el && parseInt(el.textContent.replace(/,/g, '')) > seen;
-                }""", arg=seen, timeout=PAGE_TIMEOUT_MS)
-            monitor.locator("button:has-text('Cancel')").click()
-            page.locator(".recocora-run-summary[data-state='cancelled']").wait_for(
-                timeout=PAGE_TIMEOUT_MS)
-            assert _rows(monitor) < 200
-            assert monitor.locator("button").first.is_disabled()
-        finally:
-            page.screenshot(path=str(tmp_path / "lab-run.png"), full_page=True)
-            browser.close()
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    try:
+        page.goto(lab_url, timeout=PAGE_TIMEOUT_MS)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+        _run_first_cell(page, token_of(lab_url))  # the background run and its monitor
+        monitor = page.locator(".recocora-run")
+        page.locator(".recocora-run-summary[data-state='running']").wait_for(
+            timeout=PAGE_TIMEOUT_MS)
+        page.keyboard.press("Shift+Enter")  # another cell, while the run goes on
+        page.get_by_text("another cell ran while").wait_for(timeout=PAGE_TIMEOUT_MS)
+        seen = _rows(monitor)
+        page.wait_for_function(
+            """(seen) => {
+              const el = document.querySelector('.recocora-run .recocora-rows');
+              return el && parseInt(el.textContent.replace(/,/g, '')) > seen;
+            }""", arg=seen, timeout=PAGE_TIMEOUT_MS)
+        monitor.locator("button:has-text('Cancel')").click()
+        page.locator(".recocora-run-summary[data-state='cancelled']").wait_for(
+            timeout=PAGE_TIMEOUT_MS)
+        assert _rows(monitor) < 200
+        assert monitor.locator("button").first.is_disabled()
+    finally:
+        page.screenshot(path=str(shots / "lab-run.png"), full_page=True)
+        keep_screenshots(shots, "run")
     assert not problems, problems
