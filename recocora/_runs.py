@@ -31,6 +31,8 @@ import orjson
 import pandas as pd
 
 from ._config import cache_dir
+from ._state import key_fingerprint
+from ._state._keys import _clean_url as clean_url
 from ._progress import format_duration
 from ._state._registry import LIVE_STATES, RunStore, SqliteRunStore, now_iso
 from .cora._client import CoraClient
@@ -64,27 +66,27 @@ def registry() -> RunStore:
 # --------------------------------------------------------------------------- submitting
 
 
-def client_parts(api: str, client: CoraClient | RecotapClient) -> tuple[dict[str, Any], str]:
+def client_parts(api: str, client: CoraClient | RecotapClient
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
     """What the worker needs to build the same client: its settings (no secret, written to
-    the run's folder) and the key (sent through a pipe only)."""
+    the run's folder) and the key and base URL (which may carry user info), sent through a
+    pipe only."""
     transport = client.transport
     # Class constants a caller may have shrunk on this client (tests do, to prove chunking).
     limits = {name: int(getattr(client, name)) for name in dir(type(client))
               if name.startswith(("MAX_", "PAGE_")) and isinstance(getattr(client, name), int)}
     settings: dict[str, Any] = {
-        "base_url": client.base_url, "timeout": transport.timeout,
+        "base_url": clean_url(client.base_url), "timeout": transport.timeout,
         "retry": dataclasses.asdict(transport.retry),
         "max_concurrency": client.max_concurrency, "limits": limits,
     }
     if isinstance(client, CoraClient):
         settings["min_interval"] = client.min_interval
-        return settings, client._key.raw
-    return settings, client._key
+        return settings, {"api_key": client._key.raw, "base_url": client.base_url}
+    return settings, {"api_key": client._key, "base_url": client.base_url}
 
 
 def key_label(api: str, client: CoraClient | RecotapClient) -> str:
-    from ._state import key_fingerprint
-
     if isinstance(client, CoraClient):
         return client.key_id
     return key_fingerprint(client._key)
@@ -145,7 +147,7 @@ def submit(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient,
     run_id, created = store.submit({
         "run_id": run_id, "api": api, "fingerprint": _fingerprint(staged, spec),
         "state": "queued", "run_dir": str(folder), "key_id": label,
-        "base_url": client.base_url, "rows": len(df), "created_at": now_iso(),
+        "base_url": clean_url(client.base_url), "rows": len(df), "created_at": now_iso(),
         "host": socket.gethostname(), "attempts": 1,
     })
     if not created:
@@ -158,7 +160,7 @@ def submit(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient,
     return Run(run_id)
 
 
-def _spawn(run_id: str, folder: Path, secret: str) -> None:
+def _spawn(run_id: str, folder: Path, secret: dict[str, str]) -> None:
     env = {**os.environ, "RECOCORA_CACHE_DIR": str(cache_dir())}
     with (folder / "worker.log").open("ab") as log:
         proc = subprocess.Popen(
@@ -168,7 +170,7 @@ def _spawn(run_id: str, folder: Path, secret: str) -> None:
         )
     assert proc.stdin is not None
     try:
-        proc.stdin.write(orjson.dumps({"api_key": secret}) + b"\n")
+        proc.stdin.write(orjson.dumps(secret) + b"\n")
         proc.stdin.close()
     except BrokenPipeError:
         pass

@@ -178,7 +178,8 @@ class _Heartbeat(threading.Thread):
 
 def main(argv: list[str]) -> int:
     folder = Path(argv[0])
-    secret = str(orjson.loads(sys.stdin.readline())["api_key"])
+    given = orjson.loads(sys.stdin.readline())
+    secret, base_url = str(given["api_key"]), str(given["base_url"])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
@@ -210,7 +211,7 @@ def main(argv: list[str]) -> int:
     options = dict(spec["options"])
     if options.get("journal") in (None, False):
         options["journal"] = str(folder / "journal.sqlite")
-    client = _client(api, spec["client"], secret)
+    client = _client(api, {**spec["client"], "base_url": base_url}, secret)
     label = client.key_id if api == "cora" else key_fingerprint(secret)
     journal = Path(options["journal"]) if options["journal"] is not True else None
     if journal is None:
