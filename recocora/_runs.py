@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import signal
 import socket
@@ -31,10 +30,11 @@ import orjson
 import pandas as pd
 
 from ._config import cache_dir
+from ._progress import format_duration
 from ._state import key_fingerprint
 from ._state._keys import _clean_url as clean_url
-from ._progress import format_duration
 from ._state._registry import LIVE_STATES, RunStore, SqliteRunStore, now_iso
+from ._state._staging import fingerprint, stage
 from .cora._client import CoraClient
 from .errors import ConfigError, RunError
 from .recotap._client import RecotapClient
@@ -92,40 +92,6 @@ def key_label(api: str, client: CoraClient | RecotapClient) -> str:
     return key_fingerprint(client._key)
 
 
-def stage(df: pd.DataFrame, folder: Path) -> Path:
-    """Write ``df`` into ``folder`` as ``input.parquet`` (``input.pkl`` when Arrow cannot
-    hold it: mixed-type columns, non-text column names), as the worker will read it."""
-    import pyarrow as pa  # type: ignore[import-untyped]
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "input.parquet"
-    try:
-        df.to_parquet(path, engine="pyarrow")
-        return path
-    except (pa.ArrowException, ValueError, TypeError):
-        path.unlink(missing_ok=True)
-    path = folder / "input.pkl"
-    df.to_pickle(path)
-    return path
-
-
-def read_staged(folder: Path) -> pd.DataFrame:
-    parquet = folder / "input.parquet"
-    if parquet.exists():
-        return pd.read_parquet(parquet, engine="pyarrow")
-    frame: pd.DataFrame = pd.read_pickle(folder / "input.pkl")
-    return frame
-
-
-def _fingerprint(staged: Path, spec: Mapping[str, Any]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with staged.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str))
-    return digest.hexdigest()
-
-
 def submit(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient,
            options: Mapping[str, Any]) -> Run:
     """Stage ``df`` and start a worker running ``df.<api>.<call>(**options)``, or hand back
@@ -145,7 +111,7 @@ def submit(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient,
     run_id = f"{api}-{stamp}-{uuid.uuid4().hex[:6]}"
     folder = root / run_id
     run_id, created = store.submit({
-        "run_id": run_id, "api": api, "fingerprint": _fingerprint(staged, spec),
+        "run_id": run_id, "api": api, "fingerprint": fingerprint(staged, spec),
         "state": "queued", "run_dir": str(folder), "key_id": label,
         "base_url": clean_url(client.base_url), "rows": len(df), "created_at": now_iso(),
         "host": socket.gethostname(), "attempts": 1,

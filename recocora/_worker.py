@@ -10,14 +10,11 @@ the run before its next request, after the answer in flight has been recorded.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import resource
 import signal
-import sqlite3
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +24,10 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from ._runs import _process_start, read_staged, registry
+from ._progress import Progress
+from ._runs import _process_start, registry
 from ._state._registry import now_iso
+from ._state._staging import read_staged
 from .errors import RecocoraError, RunInterrupted
 
 __all__ = ["main"]
@@ -67,59 +66,6 @@ class _Gate:
                 self.armed = self.always
 
         return gated
-
-
-class _RateLimitCounter(logging.Handler):
-    """Counts the 429 answers the transport logs."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == _ANSWER_LOG and isinstance(record.args, tuple) and \
-                len(record.args) > 2 and record.args[2] == 429:
-            self.count += 1
-
-
-def _journal_progress(path: Path, target: str, floor: int, dry_run: bool
-                      ) -> tuple[int | None, int, int, dict[str, int]]:
-    """``(rows_total, rows_done, requests, counts)`` of this run's journal runs."""
-    if not path.exists():
-        return None, 0, 0, {}
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    try:
-        runs = con.execute(
-            "SELECT to_send, skipped, requests, acknowledged FROM runs "
-            "WHERE target = ? AND run > ? AND dry_run = ? ORDER BY run",
-            (target, floor, int(dry_run)),
-        ).fetchall()
-        counts = dict(con.execute(
-            "SELECT status, COUNT(*) FROM acks WHERE target = ? AND run > ? AND dry_run = ? "
-            "GROUP BY status", (target, floor, int(dry_run)),
-        ).fetchall())
-    except sqlite3.Error:
-        return None, 0, 0, {}
-    finally:
-        con.close()
-    if not runs:
-        return None, 0, 0, {}
-    to_send, skipped, _, acknowledged = runs[-1]
-    requests = sum(r[2] for r in runs)
-    return to_send + skipped, skipped + acknowledged, requests, counts
-
-
-def _journal_floor(path: Path, target: str) -> int:
-    if not path.exists():
-        return 0
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    try:
-        row = con.execute("SELECT MAX(run) FROM runs WHERE target = ?", (target,)).fetchone()
-    except sqlite3.Error:
-        return 0
-    finally:
-        con.close()
-    return int(row[0] or 0)
 
 
 def _client(api: str, settings: dict[str, Any], secret: str) -> Any:
@@ -184,11 +130,6 @@ def main(argv: list[str]) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    counter = _RateLimitCounter()
-    package_log = logging.getLogger("recocora")
-    package_log.addHandler(counter)
-    package_log.setLevel(logging.DEBUG)
-    package_log.propagate = False
 
     spec = orjson.loads((folder / "run.json").read_bytes())
     run_id, api = folder.name, spec["api"]
@@ -206,41 +147,28 @@ def main(argv: list[str]) -> int:
         return 2
     log.info("worker %d started run %s (attempt %s)", os.getpid(), run_id, record["attempts"])
 
-    from ._state import journal_target, key_fingerprint
-
     options = dict(spec["options"])
     if options.get("journal") in (None, False):
         options["journal"] = str(folder / "journal.sqlite")
     client = _client(api, {**spec["client"], "base_url": base_url}, secret)
-    label = client.key_id if api == "cora" else key_fingerprint(secret)
-    journal = Path(options["journal"]) if options["journal"] is not True else None
-    if journal is None:
-        from ._state import default_journal_path
-
-        journal = default_journal_path(api, client.base_url, label)
-    target = journal_target(api, client.base_url, label)
-    floor = record.get("journal_floor")
-    if floor is None:
-        floor = _journal_floor(journal, target)
-        store.update(run_id, journal_floor=floor)
     if api == "cora":
         vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
-    started = time.monotonic()
+    # A resumed run goes on counting from where the last attempt left off: its journal skips
+    # the rows already answered, so this attempt's events cover only the rest.
+    before = {"requests": int(record["requests"]), "rate_limited": int(record["rate_limited"])}
+    first_total = record["rows_total"] if int(record["attempts"]) > 1 else None
+    latest: dict[str, Any] = {}
+
+    def listen(event: Progress) -> None:
+        total = first_total if first_total is not None else event.rows_total
+        latest.update(
+            rows_total=total, rows_done=total - (event.rows_total - event.rows_done),
+            counts=dict(event.counts), requests=before["requests"] + event.requests,
+            rate_limited=before["rate_limited"] + event.rate_limited, eta_s=event.eta_s,
+        )
 
     def progress() -> dict[str, Any]:
-        total, done, requests, counts = _journal_progress(
-            journal, target, int(floor), bool(options.get("dry_run", False)))
-        fields: dict[str, Any] = {"rows_done": done, "requests": requests, "counts": counts,
-                                  "rate_limited": counter.count}
-        if total is not None:
-            fields["rows_total"] = total
-            left = total - done
-            elapsed = time.monotonic() - started
-            if api == "cora":
-                fields["eta_s"] = math.ceil(left / client.MAX_ROWS) * client.min_interval
-            elif done:
-                fields["eta_s"] = elapsed / done * left
-        return fields
+        return dict(latest)
 
     beat = _Heartbeat(run_id, progress)
     beat.start()
@@ -249,7 +177,7 @@ def main(argv: list[str]) -> int:
     try:
         df = read_staged(folder)
         call = df.cora.upsert if api == "cora" else df.recotap.map_ids
-        result = call(client=client, progress=False, **options)
+        result = call(client=client, progress=False, on_progress=listen, **options)
         state = "succeeded"
     except RunInterrupted as stop:
         result, state = stop.result, "cancelled"
@@ -271,7 +199,7 @@ def main(argv: list[str]) -> int:
     if result is not None:
         counts = {str(k): int(v) for k, v in result.attrs.get("counts", {}).items()}
         final["counts"] = counts
-        final["requests"] = max(final["requests"], int(result.attrs.get("requests", 0)))
+        final["requests"] = before["requests"] + int(result.attrs.get("requests", 0))
         scratch = folder / "result.pkl.partial"
         result.to_pickle(scratch)
         scratch.replace(folder / "result.pkl")

@@ -30,7 +30,7 @@ FIELDS = (
     "run_id", "api", "fingerprint", "state", "run_dir", "key_id", "base_url", "rows",
     "rows_total", "rows_done", "requests", "rate_limited", "eta_s", "counts", "host", "pid",
     "pid_start", "created_at", "started_at", "finished_at", "heartbeat_at",
-    "cancel_requested", "error", "attempts", "journal_floor",
+    "cancel_requested", "error", "attempts",
 )
 _JSON = frozenset({"counts"})
 
@@ -59,8 +59,7 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat_at TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    journal_floor INTEGER
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, state)
 """
