@@ -73,7 +73,7 @@ def test_cli_lists_shows_waits_and_cancels(
     sb: Any, cora_client_for: Callable[..., CoraClient], capsys: Any
 ) -> None:
     sb.set_cora_window(0.5)
-    done = accounts(4).cora.upsert(client=cora_client_for(), background=True)
+    done = accounts(4).cora.upsert(client=cora_client_for(min_interval=0.5), background=True)
     slow = accounts(400, start=100).cora.upsert(
         client=cora_client_for(rows=2, min_interval=0.5), background=True)
     assert main(["runs", "wait", done.id]) == 0
