@@ -8,7 +8,6 @@ a one-way fingerprint of a Recotap key, is all it says about credentials.
 
 from __future__ import annotations
 
-import datetime as _dt
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -19,6 +18,8 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import ConfigError
+from ._keys import now as now_iso
+from ._sqlite import immediate_transaction
 
 __all__ = ["FIELDS", "LIVE_STATES", "RunStore", "SqliteRunStore", "now_iso"]
 
@@ -63,12 +64,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, state)
 """
-
-
-def now_iso() -> str:
-    """UTC now as ``2026-12-01T21:30:00.123Z``."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 class RunStore(Protocol):
@@ -118,15 +113,8 @@ class SqliteRunStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with immediate_transaction(self._db, self._lock) as db:
+            yield db
 
     @staticmethod
     def _row(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
