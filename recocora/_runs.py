@@ -5,7 +5,7 @@ the run's folder under the cache directory (Parquet, or a pickle for frames Arro
 hold), and a detached worker process (``python -m recocora._worker RUN_DIR``, in a session of
 its own so a kernel restart does not take it down) performs the run through the ordinary
 accessor with a journal in that folder. The key reaches the worker through a pipe, never a
-file. Every process sees runs through the registry (:mod:`recocora._state._registry`).
+file. Every process sees runs through one registry of runs in the cache directory.
 
 >>> run = df.cora.upsert(client=cora, background=True)  # doctest: +SKIP
 >>> run.wait()  # doctest: +SKIP

@@ -20,11 +20,13 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     folder = tmp_path / "cache"
     monkeypatch.setenv("RECOCORA_CACHE_DIR", str(folder))
     yield folder
-    # Any worker a failing test left behind is stopped with it, never left sending.
+    # Any worker a test left behind is stopped, and has stopped, before the next test starts:
+    # a request of its landing after the sandbox's reset would be counted in that test.
     for run_id in recocora.runs()["run_id"] if (folder / "runs").exists() else []:
         run = recocora.attach(run_id)
         if not run.done:
             run.cancel()
+            until(lambda run=run: run.done, what=f"{run.id} stopping")
 
 
 def until(check: Callable[[], Any], limit: float = RUN_LIMIT_S, what: str = "") -> Any:
