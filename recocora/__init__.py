@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from ._progress import Progress
 from ._report import changes_table
+from ._runs import Run, attach, runs
 from .cora import accessor as _cora_accessor  # registers df.cora
 from .cora._client import CoraClient
 from .cora._phones import normalize_phone
@@ -26,6 +27,7 @@ from .errors import (
     RateLimitError,
     RecocoraError,
     RequestRejectedError,
+    RunError,
     RunInterrupted,
     ServerError,
     TooManyFailedError,
@@ -53,6 +55,8 @@ __all__ = [
     "RecocoraError",
     "RecotapClient",
     "RequestRejectedError",
+    "Run",
+    "RunError",
     "RunInterrupted",
     "ServerError",
     "TooManyFailedError",
@@ -60,10 +64,12 @@ __all__ = [
     "UnreachableError",
     "ValidationError",
     "__version__",
+    "attach",
     "changes_table",
     "match_accounts",
     "normalize_domain",
     "normalize_phone",
+    "runs",
 ]
 
 # Everything public reports the front door as its home, so reprs, tracebacks and docs name

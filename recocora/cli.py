@@ -1,5 +1,5 @@
 """The ``recocora`` command: ``demo``, ``cora upsert``, ``recotap map-ids``,
-``recotap unmapped`` and ``sandbox``.
+``recotap unmapped``, ``runs`` and ``sandbox``.
 
 Credentials come from the environment only (``CORA_API_KEY``, ``CORA_BASE_URL``,
 ``RECOTAP_API_KEY``, ``RECOTAP_BASE_URL``). Progress goes to stderr, the summary to stdout.
@@ -10,6 +10,7 @@ configuration, auth or request-level error (one line on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from ._io import (
     write_frame,
 )
 from ._report import cora_summary, has_problems, one_line, recotap_summary
+from ._runs_cli import add_runs_parser, run_runs
 from ._validation import failure_message
 from .cora import _adapter as cora_run
 from .cora import _diff as cora_diff
@@ -218,6 +220,9 @@ def _add_journal(p: argparse.ArgumentParser) -> None:
                         "(the others come back skipped)")
     g.add_argument("--force", action="store_true",
                    help="with --journal: send every row again")
+    g.add_argument("--background", action="store_true",
+                   help="validate, then hand the run to a worker process and print its id "
+                        "at once; follow it with 'recocora runs'")
     g.add_argument("--max-failed", metavar="N", type=_max_failed,
                    help="stop once more than N rows failed (a count, or a fraction of the "
                         "rows sent such as 0.05); the partial results are still written")
@@ -242,6 +247,9 @@ def _max_failed(text: str) -> int | float:
 def _check_journal_use(args: argparse.Namespace) -> None:
     if args.diff and (args.journal or args.force or args.max_failed is not None):
         raise UsageError("--journal, --force and --max-failed apply to real runs, not to --diff")
+    if args.background and (args.diff or args.out):
+        raise UsageError("--background runs on its own: no --diff or --out (recocora runs "
+                         "wait ID shows the outcome)")
     if args.force and not args.journal:
         raise UsageError("--force needs --journal (it re-sends rows the journal holds)")
 
@@ -281,6 +289,11 @@ def _run_cora_upsert(args: argparse.Namespace) -> int:
     verb = "preview (local)" if args.diff else "dry run" if args.dry_run else "upsert"
     print(f"Cora {verb}: {len(frame):,} rows from {args.file} -> {client.base_url} "
           f"(key id {client.key_id})", file=sys.stderr)
+    if args.background:
+        with contextlib.closing(client):
+            return _started(frame.cora.upsert(
+                client=client, columns=columns, mode=args.mode, dry_run=args.dry_run,
+                include_changes=args.include_changes, **_run_kwargs(args), background=True))
     try:
         if args.diff:
             options = cora_run.UpsertOptions(columns=columns, mode=args.mode,
@@ -303,6 +316,13 @@ def _run_cora_upsert(args: argparse.Namespace) -> int:
                        rows_per_request=client.MAX_ROWS), out)
     save_results(result, args.out, out)
     return 1 if has_problems(result) else 0
+
+
+def _started(run: Any) -> int:
+    print(run.id)
+    print(f"Started in the background: {run!r}. Follow it with 'recocora runs show {run.id}'.",
+          file=sys.stderr)
+    return 0
 
 
 def _save_partial(result: pd.DataFrame | None, path: str | None, messages: str) -> None:
@@ -335,6 +355,12 @@ def _run_recotap_map(args: argparse.Namespace) -> int:
         domain=args.domain_col, external_id=args.id_col, overwrite=args.overwrite,
         verify=args.verify and not preview, **_run_kwargs(args),
     )
+    if args.background:
+        with contextlib.closing(client):
+            return _started(frame.recotap.map_ids(
+                client=client, domain=args.domain_col, external_id=args.id_col,
+                overwrite=args.overwrite, verify=args.verify, **_run_kwargs(args),
+                background=True))
     try:
         if preview:
             result = recotap_run.diff(frame, client, options)
@@ -411,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cora_parser(sub)
     _recotap_parser(sub)
     add_sandbox_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 
@@ -419,6 +446,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_sandbox(args)
     if args.command == "demo":
         return _run_demo(args)
+    if args.command == "runs":
+        return run_runs(args)
     if args.command == "cora":
         return _run_cora_upsert(args)
     if args.action == "map-ids":

@@ -15,7 +15,8 @@
     ├── TransportError(ConnectionError)  no answer: dropped connections, timeouts
     │   └── UnreachableError             nothing reached the server: refused, unknown host
     ├── TooManyFailedError               more rows failed than max_failed allows
-    └── JournalError                     the journal file could not be read or written
+    ├── JournalError                     the journal file could not be read or written
+    └── RunError                         a background run failed, died or is not known
 
     RunInterrupted(KeyboardInterrupt)    Ctrl-C stopped a run; ``.result`` is the partial
                                          result (deliberately not an Exception,
@@ -42,6 +43,7 @@ __all__ = [
     "RateLimitError",
     "RecocoraError",
     "RequestRejectedError",
+    "RunError",
     "RunInterrupted",
     "ServerError",
     "TooManyFailedError",
@@ -145,6 +147,25 @@ class JournalError(RecocoraError):
 class TooManyFailedError(RecocoraError):
     """More rows failed than ``max_failed`` allows; the run stopped, ``.result`` holds the
     partial result (the rows not sent yet are ``not_sent``)."""
+
+
+class RunError(RecocoraError):
+    """A background run (:class:`recocora.Run`) ended without the result asked for: it
+    failed, its worker died (``interrupted``: ``run.resume()`` finishes it), it is still
+    running, or no run has that id. ``state`` is the run's state; ``result`` the partial
+    result frame when there is one.
+
+    >>> try:                                                    # doctest: +SKIP
+    ...     res = run.wait()
+    ... except RunError as exc:
+    ...     res = exc.result
+    """
+
+    def __init__(self, message: str, *, state: str | None = None,
+                 result: pd.DataFrame | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+        self.result = result
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -54,8 +54,8 @@ def test_the_public_names_are_exactly_these() -> None:
     assert set(recocora.__all__) == {
         "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
         "JournalError", "NotFoundError", "Progress", "RateLimitError", "RecocoraError",
-        "RecotapClient", "RequestRejectedError", "RunInterrupted", "ServerError",
-        "TooManyFailedError", "TransportError", "UnreachableError", "ValidationError",
-        "__version__",
-        "changes_table", "match_accounts", "normalize_domain", "normalize_phone",
+        "RecotapClient", "RequestRejectedError", "Run", "RunError", "RunInterrupted",
+        "ServerError", "TooManyFailedError", "TransportError", "UnreachableError",
+        "ValidationError", "__version__", "attach", "changes_table", "match_accounts",
+        "normalize_domain", "normalize_phone", "runs",
     }

@@ -41,7 +41,7 @@ from ..errors import ConfigError, JournalError
 from ._keys import now as _now
 from ._store import Ack
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "immediate_transaction"]
 
 FORMAT = "recocora-journal"
 VERSION = "1"
@@ -96,6 +96,22 @@ ON CONFLICT (api, target, key, dry_run) DO UPDATE SET
     batch = excluded.batch
 """
 
+
+
+@contextmanager
+def immediate_transaction(db: sqlite3.Connection, lock: threading.Lock | threading.RLock
+                          ) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``db`` (autocommit mode), taken at once so two processes
+    never both read and then both write; rolled back on any exception, even Ctrl-C."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 class Journal:
@@ -162,15 +178,8 @@ class Journal:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with immediate_transaction(self._db, self._lock) as db:
+            yield db
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pandas as pd
 
@@ -17,6 +17,7 @@ from ._diff import diff as local_diff
 from ._upsert import Mode, OnInvalid, plan_upsert
 
 if TYPE_CHECKING:
+    from .._runs import Run
     from ..widgets._preview import CoraPreview
 
 __all__ = ["CoraAccessor"]
@@ -61,6 +62,7 @@ class CoraAccessor:
         for _, _, body in plan.bodies(dry_run=dry_run, include_changes=include_changes):
             yield body
 
+    @overload
     def upsert(
         self,
         client: CoraClient | None = None,
@@ -76,7 +78,48 @@ class CoraAccessor:
         only: pd.DataFrame | None = None,
         on_progress: Listener | None = None,
         skip_unchanged: bool = False,
-    ) -> pd.DataFrame:
+        *,
+        background: Literal[False] = False,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def upsert(
+        self,
+        client: CoraClient | None = None,
+        dry_run: bool = False,
+        include_changes: bool = False,
+        columns: dict[str, str] | None = None,
+        on_invalid: OnInvalid = "raise",
+        mode: Mode = "upsert",
+        progress: bool = True,
+        journal: JournalSpec = None,
+        force: bool = False,
+        max_failed: int | float | None = None,
+        only: pd.DataFrame | None = None,
+        on_progress: Listener | None = None,
+        skip_unchanged: bool = False,
+        *,
+        background: Literal[True],
+    ) -> Run: ...
+
+    def upsert(
+        self,
+        client: CoraClient | None = None,
+        dry_run: bool = False,
+        include_changes: bool = False,
+        columns: dict[str, str] | None = None,
+        on_invalid: OnInvalid = "raise",
+        mode: Mode = "upsert",
+        progress: bool = True,
+        journal: JournalSpec = None,
+        force: bool = False,
+        max_failed: int | float | None = None,
+        only: pd.DataFrame | None = None,
+        on_progress: Listener | None = None,
+        skip_unchanged: bool = False,
+        *,
+        background: bool = False,
+    ) -> pd.DataFrame | Run:
         """Create or update Cora accounts by ``externalId``, 500 rows per request.
 
         The whole frame is validated first: with ``on_invalid="raise"`` nothing is sent when
@@ -121,11 +164,23 @@ class CoraAccessor:
         - ``on_progress`` is called after every answer with a progress event (rows done of
           the total, counts by status, requests, 429s met, seconds left); the last one has
           ``finished=True`` and the result's counts.
+        - ``background=True`` validates the frame here, then hands the run to a worker
+          process of its own and returns a :class:`recocora.Run` at once (``run.wait()``,
+          ``run.cancel()``, ``recocora.attach(run.id)`` after a kernel restart). Its journal
+          is ``journal`` or, by default, a file in the run's folder.
 
         >>> res = df.cora.upsert(client=cora, journal="backfill.db")  # doctest: +SKIP
         >>> res = df.cora.upsert(client=cora, only=res)  # doctest: +SKIP
         >>> df.join(res)  # doctest: +SKIP
         """
+        if background:
+            from .._runs import start
+
+            return start("cora", self._df, client, {
+                "dry_run": dry_run, "include_changes": include_changes, "columns": columns,
+                "on_invalid": on_invalid, "mode": mode, "journal": journal, "force": force,
+                "max_failed": max_failed, "only": only, "skip_unchanged": skip_unchanged,
+            }, on_progress=on_progress)
         options = UpsertOptions(
             dry_run=dry_run, include_changes=include_changes, columns=columns,
             on_invalid=on_invalid, mode=mode, progress=progress, journal=journal, force=force,

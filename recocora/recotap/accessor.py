@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pandas as pd
 
@@ -23,6 +23,7 @@ from ._match import Columns, match_accounts
 from ._schema import validate
 
 if TYPE_CHECKING:
+    from .._runs import Run
     from ..widgets._preview import RecotapPreview
     from ..widgets._review import MatchReview
 
@@ -35,6 +36,44 @@ class RecotapAccessor:
 
     def __init__(self, df: pd.DataFrame) -> None:
         self._df = df
+
+    @overload
+    def map_ids(
+        self,
+        client: RecotapClient | None = None,
+        domain: Hashable = "domain",
+        external_id: Hashable = "externalId",
+        overwrite: bool = False,
+        verify: bool = False,
+        on_invalid: OnInvalid = "raise",
+        progress: bool = True,
+        journal: JournalSpec = None,
+        force: bool = False,
+        max_failed: int | float | None = None,
+        only: pd.DataFrame | None = None,
+        on_progress: Listener | None = None,
+        *,
+        background: Literal[False] = False,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def map_ids(
+        self,
+        client: RecotapClient | None = None,
+        domain: Hashable = "domain",
+        external_id: Hashable = "externalId",
+        overwrite: bool = False,
+        verify: bool = False,
+        on_invalid: OnInvalid = "raise",
+        progress: bool = True,
+        journal: JournalSpec = None,
+        force: bool = False,
+        max_failed: int | float | None = None,
+        only: pd.DataFrame | None = None,
+        on_progress: Listener | None = None,
+        *,
+        background: Literal[True],
+    ) -> Run: ...
 
     def map_ids(
         self,
@@ -50,7 +89,9 @@ class RecotapAccessor:
         max_failed: int | float | None = None,
         only: pd.DataFrame | None = None,
         on_progress: Listener | None = None,
-    ) -> pd.DataFrame:
+        *,
+        background: bool = False,
+    ) -> pd.DataFrame | Run:
         """Write the frame's external ids onto Recotap accounts matched by domain.
 
         One result row per input row, with the frame's index. No existing id is replaced
@@ -65,10 +106,21 @@ class RecotapAccessor:
         ``on_progress`` is called after every answer with a progress event (rows done,
         counts by status, requests, 429s met); the last one has ``finished=True``.
 
+        ``background=True`` validates here, then returns a :class:`recocora.Run` at once
+        while a worker process of its own does the run (see ``df.cora.upsert``).
+
         >>> res = crm.recotap.map_ids(client=rtp, journal=True)  # doctest: +SKIP
         >>> res = crm.recotap.map_ids(client=rtp, only=res)      # doctest: +SKIP
         >>> res["recotap_status"].value_counts()             # doctest: +SKIP
         """
+        if background:
+            from .._runs import start
+
+            return start("recotap", self._df, client, {
+                "domain": domain, "external_id": external_id, "overwrite": overwrite,
+                "verify": verify, "on_invalid": on_invalid, "journal": journal, "force": force,
+                "max_failed": max_failed, "only": only,
+            }, on_progress=on_progress)
         options = MapOptions(
             domain=domain, external_id=external_id, overwrite=overwrite, verify=verify,
             on_invalid=on_invalid, progress=progress, journal=journal, force=force,
