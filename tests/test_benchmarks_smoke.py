@@ -15,6 +15,7 @@ MEASURE_LINES = (
     "300 Recotap mappings, 10 ms latency",
     "peak memory sending 5,000 rows (sandbox, window 0, dry run)",
     "re-sync 2,000 rows, 1% changed, journal",
+    "re-sync 2,000 rows held by the tenant, 5% changed, no journal",
     "preview 2,000 rows, 10 ms latency: diff()",
     "match 2,000 CRM rows to 1,000 accounts",
 )

@@ -20,6 +20,7 @@ from rapidfuzz import fuzz
 from rapidfuzz import process as rf_process
 
 import recocora
+from recocora._ratelimit import SpacingLimiter
 from recocora._transport import RetryPolicy
 from recocora.cora._upsert import plan_upsert
 from recocora.sandbox import FaultConfig, RateWindow, Sandbox
@@ -239,6 +240,35 @@ def bench_resync(n: int) -> Row:
             f"{pct:.2f}% of rows", "≤ 1.2% of rows")
 
 
+def bench_skip_unchanged(n: int) -> Row:
+    """A tenant that already holds every row, 5% of them changed since, no journal (a lost
+    journal, another machine's import): ``skip_unchanged=True`` against a plain upsert."""
+    df = accounts_frame(n, creatable=True)
+    changed = change_balances(df, every=20)
+    n_changed = len(df.index[::20])
+    with Sandbox(cora_window=0) as sb:
+        client = recocora.CoraClient(sb.cora_key, sb.cora_base_url, min_interval=0)
+        first = send(sb, df, client)
+        check(first.counts == {"created": n}, f"the first run should create all: {first.counts}")
+        ours = send(sb, changed, client, skip_unchanged=True)
+        check(ours.counts == {"updated": n_changed, "skipped": n - n_changed},
+              f"skip_unchanged should update {n_changed:,} rows and skip the rest: "
+              f"{ours.counts}")
+        plain = send(sb, changed, client)
+        check(plain.rows == n, f"a plain upsert should send all {n:,} rows, sent {plain.rows:,}")
+        client.close()
+    gap = CORA_WINDOW + SpacingLimiter.ROOM  # one slot per request at Cora's window
+    projected = [max(0, s.posts - 1) * gap for s in (ours, plain)]
+    return (f"re-sync {n:,} rows held by the tenant, 5% changed, no journal",
+            f"{plural(ours.rows, 'row')} ({100 * ours.rows / n:.1f}%), "
+            f"{plural(ours.posts, 'slot')}, {ours.wall:.2f} s here; "
+            f"{projected[0] / 60:,.0f} min at {CORA_WINDOW:g} s",
+            f"{plural(plain.rows, 'row')}, {plural(plain.posts, 'slot')}; "
+            f"{projected[1] / 60:,.0f} min at {CORA_WINDOW:g} s (plain upsert)",
+            f"{plain.posts / max(1, ours.posts):.0f}x fewer slots",
+            "≤ 5% of rows, ≥ 15x fewer slots")
+
+
 # -- preview without spending bulk slots -----------------------------------------------------
 
 def bench_diff(n: int, latency: float) -> Row:
@@ -327,6 +357,8 @@ MEASURES: dict[str, Measure] = {
     "recotap": Measure(lambda: bench_recotap(10_000, 0.05), lambda: bench_recotap(300, 0.01)),
     "memory": Measure(lambda: bench_memory(1_000_000), lambda: bench_memory(5_000)),
     "resync": Measure(lambda: bench_resync(100_000), lambda: bench_resync(2_000)),
+    "skip": Measure(lambda: bench_skip_unchanged(100_000),
+                    lambda: bench_skip_unchanged(2_000)),
     "diff": Measure(lambda: bench_diff(100_000, 0.05), lambda: bench_diff(2_000, 0.01)),
     "match": Measure(lambda: bench_match(100_000, 50_000, 200),
                      lambda: bench_match(2_000, 1_000, 20)),
