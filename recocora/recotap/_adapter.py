@@ -171,12 +171,12 @@ class RecotapAdapter:
         return len(self.outcome.candidates)
 
     def prepare(self) -> tuple[int, Batch | None]:
-        """Read the candidates' accounts: rows already holding their id are ``unchanged``
-        (recorded: the read answered for them) and never sent; unless ``overwrite``, rows
-        holding another are ``already_mapped`` and not sent either."""
+        """Unless ``overwrite``, read the candidates' accounts: rows already holding their id
+        are ``unchanged`` (recorded: the read answered for them), rows holding another are
+        ``already_mapped``; neither is sent."""
         out = self.outcome
         candidates = out.candidates
-        self.sending = out.guard(self.client, overwrite=self.overwrite)
+        self.sending = candidates if self.overwrite else out.guard(self.client)
         out.learn_spellings(self.client, self.sending)
         same = candidates[out.status[candidates] == "unchanged"]
         return len(candidates) - len(self.sending), Batch(-1, same, b"")

@@ -142,10 +142,8 @@ class Mappings:
                                   strict=True)
         ]
 
-    def guard(self, client: RecotapClient, overwrite: bool = False) -> np.ndarray[Any, Any]:
-        """Read the candidates' accounts; settle the rows that must not be sent: those whose
-        account already holds the id (``unchanged``: never sent, whatever ``overwrite``)
-        and, unless ``overwrite``, those holding another (``already_mapped``)."""
+    def guard(self, client: RecotapClient) -> np.ndarray[Any, Any]:
+        """Read the candidates' accounts; settle the rows that must not be sent."""
         if not len(self.candidates):
             return self.candidates
         try:
@@ -164,9 +162,6 @@ class Mappings:
         self.existing[rows[has]] = held[has]
         self.status[rows[same]] = "unchanged"
         self.message[rows[same]] = "the account already holds this id; not sent"
-        if overwrite:
-            to_send: np.ndarray[Any, Any] = rows[~same]
-            return to_send
         self.status[rows[other]] = "already_mapped"
         self.message[rows[other]] = [
             f"the account already holds {h!r}; not sent (pass overwrite=True to replace it)"

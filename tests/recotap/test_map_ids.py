@@ -186,19 +186,15 @@ def test_guard_sends_nothing_when_every_account_is_mapped(
     assert res.attrs["requests"] == 0
 
 
-def test_overwrite_replaces_another_id_and_never_resends_the_same(
-    sb: Sandbox, client: RecotapClient
-) -> None:
+def test_overwrite_replaces_without_reading(sb: Sandbox, client: RecotapClient) -> None:
     sb.add_recotap_account(domain="acme.com", name="Acme", external_id="crm-old")
-    sb.add_recotap_account(domain="same.com", name="Same", external_id="crm-same")
-    res = crm(["acme.com", "same.com"], ["crm-new", "crm-same"]).recotap.map_ids(
+    res = crm(["acme.com"], ["crm-new"]).recotap.map_ids(
         client=client, overwrite=True, progress=False
     )
-    assert statuses(res) == ["mapped", "unchanged"]
-    assert stored_ids(sb) == {"acme.com": "crm-new", "same.com": "crm-same"}
-    # One read (100 domains a request) before writing; one write, carrying acme.com only.
-    assert len(calls(sb, "GET", GET_PATH)) == 1
-    assert res.attrs["rows_sent"] == 1 and res.attrs["overwrite"] is True
+    assert statuses(res) == ["mapped"]
+    assert stored_ids(sb) == {"acme.com": "crm-new"}
+    assert calls(sb, "GET", GET_PATH) == []
+    assert res.attrs["overwrite"] is True
 
 
 def test_rerun_is_safe_and_reports_unchanged(

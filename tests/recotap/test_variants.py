@@ -56,8 +56,7 @@ def test_matched_but_not_written_is_read_back_not_mapped_on_faith(
         "Recotap answered matched 2, updated 0 without saying which; read back,")
     assert "not written" in res["recotap_message"].iloc[0]
     assert res.attrs["read_back"] == 1
-    # The guard's read of the accounts before writing, and the read-back of the answer.
-    assert len(calls(sb, "GET", "/accounts")) == 2
+    assert len(calls(sb, "GET", "/accounts")) == 1
 
 
 def test_a_failed_read_back_leaves_the_rows_unacknowledged_and_says_why(
@@ -65,8 +64,8 @@ def test_a_failed_read_back_leaves_the_rows_unacknowledged_and_says_why(
 ) -> None:
     for name in ("a", "b"):
         sb.add_recotap_account(domain=f"{name}.com", name=name)
-    # The guard's read and the mapping request pass; every read after them answers 503.
-    sb.set_faults(FaultConfig(p_unwritten=1.0, scope="recotap", start_after=2, p_503=1.0))
+    # The mapping request passes; every read after it answers 503.
+    sb.set_faults(FaultConfig(p_unwritten=1.0, scope="recotap", start_after=1, p_503=1.0))
     with pytest.raises(ServerError) as caught:
         crm(["a.com", "b.com"], ["1", "2"]).recotap.map_ids(
             client=client, overwrite=True, progress=False)
@@ -77,18 +76,17 @@ def test_a_failed_read_back_leaves_the_rows_unacknowledged_and_says_why(
         "sent, but Recotap's answer did not say which rows were written").all()
 
 
-def test_an_account_already_holding_the_id_is_never_sent_again(
+def test_an_account_already_holding_the_id_is_confirmed_mapped(
     sb: Sandbox, client: RecotapClient
 ) -> None:
     sb.add_recotap_account(domain="a.com", name="a", external_id="1")
     sb.add_recotap_account(domain="b.com", name="b")
     res = crm(["a.com", "b.com"], ["1", "2"]).recotap.map_ids(
         client=client, overwrite=True, progress=False)
-    assert res["recotap_status"].tolist() == ["unchanged", "mapped"]
+    assert res["recotap_status"].tolist() == ["mapped", "mapped"]
     assert "holds this id" in res["recotap_message"].iloc[0]
-    assert res.attrs["rows_sent"] == 1
-    assert res.attrs["matched"] == 1 and res.attrs["updated"] == 1
-    assert res.attrs["read_back"] == 0
+    assert res.attrs["matched"] == 2 and res.attrs["updated"] == 1
+    assert res.attrs["read_back"] == 1
 
 
 def test_a_full_answer_is_not_read_back(sb: Sandbox, client: RecotapClient) -> None:
@@ -97,7 +95,7 @@ def test_a_full_answer_is_not_read_back(sb: Sandbox, client: RecotapClient) -> N
         client=client, overwrite=True, progress=False)
     assert res["recotap_status"].tolist() == ["mapped", "not_found"]
     assert res.attrs["read_back"] == 0
-    assert len(calls(sb, "GET", "/accounts")) == 1  # the guard's read before writing only
+    assert calls(sb, "GET", "/accounts") == []
 
 
 #: What a row's account holds before the run: no id, the id the row sends, another id; or
@@ -127,8 +125,7 @@ def test_every_row_status_is_what_the_server_holds(
     client = client_for()
     client.MAX_MAPPINGS = size  # type: ignore[misc]
     res = crm(domains, ids).recotap.map_ids(client=client, overwrite=True, progress=False)
-    # "unchanged": the account held the id before the run, so it was never sent again.
-    assert res["recotap_status"].replace({"unchanged": "mapped"}).tolist() == truth(sb, res)
+    assert res["recotap_status"].tolist() == truth(sb, res)
     for status in res["recotap_status"]:
         event(status)
 
@@ -158,8 +155,8 @@ def test_the_unmapped_list_maps_back_in_unicode(sb: Sandbox, client: RecotapClie
     frame = unmapped.assign(externalId="c1")
     res = frame.recotap.map_ids(client=client, overwrite=True, progress=False)
     assert res["recotap_status"].tolist() == ["mapped"]
-    # The domain's spelling was known from the list: the guard's read is the only one.
-    assert len(calls(sb, "GET", "/accounts")) == 1
+    # The domain's spelling was known from the list: no read before the write.
+    assert calls(sb, "GET", "/accounts") == []
     assert client.accounts(domains=[MUELLER_PUNY])["externalId"].tolist() == ["c1"]
 
 
