@@ -94,6 +94,24 @@ def serve(args: list[str], *, cwd: Path, env: dict[str, str], port: int,
         _stop(proc)
 
 
+@contextmanager
+def serve_lab(root: Path, tmp_path: Path, settings: Path, **env: str) -> Iterator[str]:
+    """JupyterLab serving ``root`` on a free loopback port with a token and the user settings
+    in ``settings``; yields a notebook URL template to fill with ``.format(notebook=NAME)``."""
+    port, token = free_port(), secrets.token_hex(16)
+    lab_env = server_env(tmp_path, JUPYTERLAB_SETTINGS_DIR=str(settings),
+                         JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), **env)
+    with serve(
+        ["-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         # Containers run tests as root; nothing is looked up on a package index.
+         "--allow-root", "--LabApp.extension_manager=readonly"],
+        cwd=root, env=lab_env, port=port, log=tmp_path / "lab.log",
+    ):
+        yield f"http://127.0.0.1:{port}/lab/tree/{{notebook}}?token={token}"
+
+
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + LISTEN_TIMEOUT_S
     while time.monotonic() < deadline:

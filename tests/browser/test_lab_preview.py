@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,10 @@ from .conftest import (
     PAGE_TIMEOUT_MS,
     apply_after_run_all,
     expect_text,
-    free_port,
     keep_screenshots,
     low_contrast,
     require,
-    serve,
-    server_env,
+    serve_lab,
 )
 
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
@@ -59,19 +56,8 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, s
     shutil.copyfile(NOTEBOOK, root / NOTEBOOK.name)
     settings = tmp_path / "settings"
     _settings(settings, theme)
-    port = free_port()
-    token = secrets.token_hex(16)
-    env = server_env(tmp_path, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                     JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
-    with serve(
-        ["-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         # Containers run tests as root; nothing is looked up on a package index.
-         "--allow-root", "--LabApp.extension_manager=readonly"],
-        cwd=root, env=env, port=port, log=tmp_path / "lab.log",
-    ):
-        yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}", theme
+    with serve_lab(root, tmp_path, settings) as url:
+        yield url.format(notebook=NOTEBOOK.name), theme
 
 
 def token_of(url: str) -> str:

@@ -5,7 +5,6 @@ run."""
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from .conftest import PAGE_TIMEOUT_MS, free_port, keep_screenshots, require, serve, server_env
+from .conftest import PAGE_TIMEOUT_MS, keep_screenshots, require, serve_lab
 from .test_lab_preview import KERNEL_READY_JS, THEMES, _settings, token_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,19 +43,10 @@ def lab_url(tmp_path: Path) -> Iterator[str]:
     nbformat.write(nb, root / "run.ipynb")
     settings = tmp_path / "settings"
     _settings(settings, THEMES["light"])
-    port, token = free_port(), secrets.token_hex(16)
     # The kernel imports the tests' frames; its runs go to a cache folder of the test's own.
-    env = server_env(tmp_path, JUPYTERLAB_SETTINGS_DIR=str(settings),
-                     JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
-                     RECOCORA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
-    with serve(
-        ["-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--allow-root", "--LabApp.extension_manager=readonly"],
-        cwd=root, env=env, port=port, log=tmp_path / "lab.log",
-    ):
-        yield f"http://127.0.0.1:{port}/lab/tree/run.ipynb?token={token}"
+    with serve_lab(root, tmp_path, settings, RECOCORA_CACHE_DIR=str(tmp_path / "cache"),
+                   PYTHONPATH=str(ROOT)) as url:
+        yield url.format(notebook="run.ipynb")
 
 
 def _run_first_cell(page: Any, token: str) -> None:
