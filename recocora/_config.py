@@ -1,7 +1,8 @@
 """The one place that reads the environment.
 
 Library classes take explicit arguments; only the helpers here look at ``CORA_API_KEY``,
-``CORA_BASE_URL``, ``RECOTAP_API_KEY``, ``RECOTAP_BASE_URL`` and ``RECOCORA_CACHE_DIR``.
+``CORA_BASE_URL``, ``RECOTAP_API_KEY``, ``RECOTAP_BASE_URL``, ``RECOCORA_CACHE_DIR`` and
+``RECOCORA_STATE_URL``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "cora_settings",
     "mask_secret",
     "recotap_settings",
+    "state_url",
 ]
 
 CORA_DEFAULT_BASE_URL = "https://api.corafone.com"
@@ -98,6 +100,31 @@ def cache_dir() -> Path:
     if chosen:
         return Path(chosen).expanduser()
     return Path(platformdirs.user_cache_dir("recocora", appauthor=False))
+
+
+def state_url(state: str | None) -> str | None:
+    """Where the state shared by machines lives: a ``postgresql://`` URL, or ``None`` for this
+    machine's files (the default: SQLite journals and a locked slot file per key).
+
+    ``state`` is a client's ``state=`` argument: a URL, ``"local"`` (this machine's files even
+    when ``RECOCORA_STATE_URL`` is set), or ``None`` (``RECOCORA_STATE_URL``, else local).
+
+    >>> state_url("local") is None
+    True
+    >>> state_url("postgresql://app@db.internal/recocora")
+    'postgresql://app@db.internal/recocora'
+    """
+    chosen = state.strip() if state is not None else _env("RECOCORA_STATE_URL")
+    if not chosen or chosen == "local":
+        return None
+    if urlsplit(chosen).scheme not in ("postgresql", "postgres"):
+        shown = urlsplit(chosen).scheme or chosen[:20]
+        raise ConfigError(
+            f"The state {shown!r}… is neither 'local' nor a postgresql:// URL. Set "
+            "RECOCORA_STATE_URL=postgresql://user@host:5432/dbname (or pass state=) to share "
+            "the rate limit, journals and runs between machines, or leave it unset."
+        )
+    return chosen
 
 
 def mask_secret(secret: str, keep: int = 4) -> str:

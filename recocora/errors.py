@@ -16,6 +16,7 @@
     │   └── UnreachableError             nothing reached the server: refused, unknown host
     ├── TooManyFailedError               more rows failed than max_failed allows
     ├── JournalError                     the journal file could not be read or written
+    ├── StateError                       the shared state database cannot be reached
     └── RunError                         a background run failed, died or is not known
 
     RunInterrupted(KeyboardInterrupt)    Ctrl-C stopped a run; ``.result`` is the partial
@@ -46,6 +47,7 @@ __all__ = [
     "RunError",
     "RunInterrupted",
     "ServerError",
+    "StateError",
     "TooManyFailedError",
     "TransportError",
     "UnreachableError",
@@ -142,6 +144,12 @@ class UnreachableError(TransportError):
 class JournalError(RecocoraError):
     """The journal file could not be read or written (disk full, locked for too long,
     removed). What was not written was not recorded: at worst those rows are sent again."""
+
+
+class StateError(RecocoraError):
+    """The shared state database (``RECOCORA_STATE_URL``) could not be reached for a call
+    that does not wait for it (listing runs, attaching to one). Sending never raises this:
+    it pauses until the database answers again, and nothing is lost."""
 
 
 class TooManyFailedError(RecocoraError):

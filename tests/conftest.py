@@ -227,6 +227,40 @@ def sandbox() -> Iterator[Sandbox]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One real PostgreSQL server for the run (tests/pgserver.py), started on first use."""
+    from tests.pgserver import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def state_url(postgres: Any) -> str:
+    """A fresh, empty database on the shared server: its postgresql:// URL."""
+    url: str = postgres.new_database()
+    return url
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A server of the test's own, which it may stop and start (an outage) without
+    disturbing the others."""
+    from tests.pgserver import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
 @pytest.fixture
 def sb(sandbox: Sandbox) -> Sandbox:
     """The shared sandbox, emptied: no accounts, no faults, window 0, no skew, empty log."""

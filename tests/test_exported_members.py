@@ -54,7 +54,7 @@ def test_the_public_names_are_exactly_these() -> None:
     assert set(recocora.__all__) == {
         "ApiError", "AuthError", "ClockSkewError", "ConfigError", "CoraClient",
         "JournalError", "NotFoundError", "Progress", "RateLimitError", "RecocoraError",
-        "RecotapClient", "RequestRejectedError", "Run", "RunError", "RunInterrupted",
+        "RecotapClient", "RequestRejectedError", "Run", "RunError", "RunInterrupted", "StateError",
         "ServerError", "TooManyFailedError", "TransportError", "UnreachableError",
         "ValidationError", "__version__", "attach", "changes_table", "match_accounts",
         "normalize_domain", "normalize_phone", "runs",

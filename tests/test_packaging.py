@@ -25,12 +25,17 @@ def _array(name: str) -> list[str]:
 
 
 def declared_lower_bounds() -> dict[str, Version]:
+    """The runtime dependencies' lower bounds, and the ``postgres`` extra's (the test extra
+    installs it, so the lowest run tests it too)."""
     bounds = {}
-    for line in _array("dependencies"):
+    for line in _array("dependencies") + _array("postgres"):
         requirement = Requirement(line)
         lower = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
         assert len(lower) == 1, f"{line!r}: every runtime dependency declares one lower bound"
-        bounds[canonicalize_name(requirement.name)] = lower[0]
+        name = canonicalize_name(requirement.name)
+        bounds[name] = lower[0]
+        if "binary" in requirement.extras:  # psycopg[binary] pins psycopg-binary with it
+            bounds[canonicalize_name(f"{name}-binary")] = lower[0]
     return bounds
 
 

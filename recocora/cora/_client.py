@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from .._config import cora_settings
+from .._config import cora_settings, state_url
 from .._progress import Pace
 from .._ratelimit import SpacingLimiter, limiter_for
 from .._transport import Reply, RetryPolicy, Transport
@@ -131,6 +131,9 @@ class CoraClient:
     they come back ``unchanged``), so a retry after a lost answer cannot duplicate anything.
 
     ``api_key`` and ``base_url`` default to ``CORA_API_KEY`` and ``CORA_BASE_URL``.
+    ``state`` (default ``RECOCORA_STATE_URL``) is where the rate limit, ``journal=True`` and
+    background runs are kept: this machine's files, or a ``postgresql://`` database that
+    every machine using the key shares (``"local"`` insists on the files).
 
     >>> cora = CoraClient("cora_org_k1.s3cret", "http://127.0.0.1:8765", min_interval=0)
     >>> cora
@@ -149,9 +152,11 @@ class CoraClient:
         *,
         retry: RetryPolicy | None = None,
         max_concurrency: int = 4,
+        state: str | None = None,
     ) -> None:
         key, url = cora_settings(api_key, base_url)
         self._key = parse_key(key)
+        self.state_url = state_url(state)
         self.base_url = url
         self.min_interval = float(min_interval)
         self.max_concurrency = max(1, int(max_concurrency))

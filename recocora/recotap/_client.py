@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._config import mask_secret, recotap_settings
+from .._config import mask_secret, recotap_settings, state_url
 from .._progress import Pace
 from .._transport import Reply, RetryPolicy, Transport
 from .._wire import dumps
@@ -127,7 +127,9 @@ class RecotapClient:
 
     Up to ``max_concurrency`` requests are in flight at once (threads sharing one
     connection pool of that size). ``api_key`` and ``base_url`` default to
-    ``RECOTAP_API_KEY`` and ``RECOTAP_BASE_URL``, the base URL to production.
+    ``RECOTAP_API_KEY`` and ``RECOTAP_BASE_URL``, the base URL to production. ``state``
+    (default ``RECOCORA_STATE_URL``) is where ``journal=True`` and background runs are kept:
+    this machine's files, or a ``postgresql://`` database shared by many machines.
 
     >>> rtp = RecotapClient("rtp_live_0123456789", "http://127.0.0.1:8765/api/v1")
     >>> rtp
@@ -148,8 +150,10 @@ class RecotapClient:
         max_concurrency: int = 4,
         *,
         retry: RetryPolicy | None = None,
+        state: str | None = None,
     ) -> None:
         key, url = recotap_settings(api_key, base_url)
+        self.state_url = state_url(state)
         if int(max_concurrency) < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
         self._key = key
