@@ -119,8 +119,9 @@ class Adapter(Protocol):
     #: Requests allowed in flight at once.
     concurrency: int
 
-    def journal_target(self) -> tuple[str, str]:
-        """``(base_url, key_label)`` the journal files this run's rows under."""
+    def journal_target(self) -> tuple[str, str, str | None]:
+        """``(base_url, key_label, state_url)``: the journal files this run's rows under the
+        first two; ``journal=True`` keeps them in the state database when there is one."""
 
     def pace(self) -> Pace: ...
 
@@ -182,9 +183,9 @@ _INTERRUPTED = (
 def execute(adapter: Adapter, options: RunOptions) -> pd.DataFrame:
     """Run ``adapter``'s batches under ``options``; the result frame (see the module)."""
     limit = FailureLimit(options.max_failed)
-    base_url, key_label = adapter.journal_target()
+    base_url, key_label, state = adapter.journal_target()
     book = open_journal(options.journal, api=adapter.api, base_url=base_url,
-                        key_label=key_label)
+                        key_label=key_label, state=state)
     try:
         return _Run(adapter, book, options, limit).go()
     finally:
@@ -227,7 +228,7 @@ class _Run:
             if not self.options.force:
                 ad.skip_acknowledged(book.applied())
             skipped = ad.counts().get("skipped", 0)
-            self.attrs.update(journal=str(book.path), skipped=skipped)
+            self.attrs.update(journal=book.location, skipped=skipped)
             self.run_id = self.attrs["run"] = book.begin_run(
                 dry_run=ad.dry_run, rows=ad.rows, to_send=ad.to_send(), skipped=skipped,
             )
@@ -382,7 +383,7 @@ class _Run:
             f"{ad.counts().get('not_sent', 0):,} not sent. The partial result is in .result."
         )
         if self.book is not None:
-            return text + (f" Every answer is in the journal {str(self.book.path)!r}: run the "
+            return text + (f" Every answer is in the journal {self.book.location!r}: run the "
                            "same call again to send only the rest.")
         return text + f" {ad.resend_hint.replace('exc.result', '<that result>')} sends only " \
                       "the rest."

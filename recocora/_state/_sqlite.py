@@ -33,13 +33,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 import pandas as pd
 
 from ..errors import ConfigError, JournalError
 from ._keys import now as _now
-from ._store import Ack
+from ._store import Ack, BoundJournal, upsert_acks_sql
 
 __all__ = ["Journal", "immediate_transaction"]
 
@@ -80,22 +79,7 @@ CREATE TABLE IF NOT EXISTS acks (
 ) WITHOUT ROWID;
 """
 
-_UPSERT_ACK = """
-INSERT INTO acks (api, target, key, dry_run, hash, status, account_id, external_id,
-                  updated_at, code, acked_at, run, batch)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (api, target, key, dry_run) DO UPDATE SET
-    hash = excluded.hash,
-    status = excluded.status,
-    account_id = COALESCE(excluded.account_id, acks.account_id),
-    external_id = excluded.external_id,
-    updated_at = COALESCE(excluded.updated_at, acks.updated_at),
-    code = excluded.code,
-    acked_at = excluded.acked_at,
-    run = excluded.run,
-    batch = excluded.batch
-"""
-
+_UPSERT_ACK = upsert_acks_sql("acks", "?")
 
 
 @contextmanager
@@ -114,7 +98,7 @@ def immediate_transaction(db: sqlite3.Connection, lock: threading.Lock | threadi
         db.execute("COMMIT")
 
 
-class Journal:
+class Journal(BoundJournal):
     """A SQLite record of acknowledged rows (see the module docstring).
 
     ``api`` and ``target`` (see :func:`journal_target`) say which rows this object reads and
@@ -128,6 +112,7 @@ class Journal:
         self, path: str | os.PathLike[str], *, api: str | None = None, target: str | None = None
     ) -> None:
         self.path = Path(path)
+        self.location = str(path)
         self.api, self.target = api, target
         self._lock = threading.RLock()
         if str(path) != ":memory:":
@@ -200,18 +185,6 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def _bound(self) -> tuple[str, str]:
-        if self.api is None or self.target is None:
-            raise ValueError("this Journal was opened for reading only (no api and target)")
-        return self.api, self.target
-
     # -- runs -------------------------------------------------------------------------------
 
     def begin_run(self, *, dry_run: bool, rows: int, to_send: int, skipped: int) -> int:
@@ -281,11 +254,7 @@ class Journal:
                 "ORDER BY run, batch, key"
             )
             rows = cursor.fetchall()
-        columns = ["api", "target", "key", "dry_run", "hash", "status", "account_id",
-                   "external_id", "updated_at", "code", "acked_at", "run", "batch"]
-        frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=columns)
-        frame["dry_run"] = frame["dry_run"].astype(bool)
-        return frame
+        return self._inspected(rows, self.ACK_COLUMNS)
 
     def runs(self) -> pd.DataFrame:
         """One row per run: when, how it ended, rows, rows to send, skipped, requests.
@@ -296,6 +265,4 @@ class Journal:
             cursor = self._db.execute("SELECT * FROM runs ORDER BY run")
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
-        frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
-        frame["dry_run"] = frame["dry_run"].astype(bool)
-        return frame
+        return self._inspected(rows, names)

@@ -84,8 +84,8 @@ class CoraAdapter:
         self.label = "Cora dry run" if options.dry_run else "Cora upsert"
         self.rows = len(planned.source_index)
 
-    def journal_target(self) -> tuple[str, str]:
-        return self.client.base_url, self.client.key_id
+    def journal_target(self) -> tuple[str, str, str | None]:
+        return self.client.base_url, self.client.key_id, self.client.state_url
 
     def pace(self) -> Pace:
         return self.client.pace()

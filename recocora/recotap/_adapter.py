@@ -148,9 +148,9 @@ class RecotapAdapter:
         self.sending: np.ndarray[Any, Any] = outcome.candidates
         self.verified = False
 
-    def journal_target(self) -> tuple[str, str]:
+    def journal_target(self) -> tuple[str, str, str | None]:
         # Recotap keys have no public id: the journal files rows under a one-way fingerprint.
-        return self.client.base_url, key_fingerprint(self.client._key)
+        return self.client.base_url, key_fingerprint(self.client._key), self.client.state_url
 
     def pace(self) -> Pace:
         return self.client.pace()

@@ -1,4 +1,4 @@
-"""The journal file itself: what it records, atomicity, the dry-run flag, where it lives."""
+"""The journal file itself: WAL, reopening, refusing other files, where it lives, hashes."""
 
 from __future__ import annotations
 
@@ -38,70 +38,8 @@ def fresh(tmp_path: Path, target: str = TARGET) -> Journal:
     return Journal(tmp_path / "j.db", api="cora", target=target)
 
 
-def test_record_then_applied_roundtrip(tmp_path: Path) -> None:
-    with fresh(tmp_path) as j:
-        run = j.begin_run(dry_run=False, rows=2, to_send=2, skipped=0)
-        j.record([Ack("A", b"h" * 16, "created", account_id="acc_A", updated_at="t1"),
-                  Ack("B", b"g" * 16, "failed", code="MISSING_REQUIRED_FIELD")],
-                 run=run, dry_run=False, batch=0)
-        j.end_run(run, "completed")
-        applied = j.applied()
-        assert applied.loc["A", "status"] == "created"
-        assert applied.loc["A", "account_id"] == "acc_A"
-        assert applied.loc["A", "hash"] == b"h" * 16
-        assert applied.loc["B", "status"] == "failed"
-        runs = j.runs()
-        assert runs[["outcome", "requests", "acknowledged"]].values.tolist() == [
-            ["completed", 1, 2]]
-
-
-def test_a_later_answer_replaces_status_but_keeps_the_account_id(tmp_path: Path) -> None:
-    with fresh(tmp_path) as j:
-        run = j.begin_run(dry_run=False, rows=1, to_send=1, skipped=0)
-        j.record([Ack("A", b"1" * 16, "created", account_id="acc_A")], run=run,
-                 dry_run=False, batch=0)
-        j.record([Ack("A", b"2" * 16, "failed", code="INVALID_FIELD_VALUE")], run=run,
-                 dry_run=False, batch=1)
-        row = j.applied().loc["A"]
-        assert (row["status"], row["hash"], row["account_id"]) == ("failed", b"2" * 16, "acc_A")
-
-
-def test_dry_run_rows_are_kept_apart_and_never_count_as_applied(tmp_path: Path) -> None:
-    with fresh(tmp_path) as j:
-        run = j.begin_run(dry_run=True, rows=1, to_send=1, skipped=0)
-        j.record([Ack("A", b"1" * 16, "created")], run=run, dry_run=True, batch=0)
-        assert j.applied().empty
-        real = j.begin_run(dry_run=False, rows=1, to_send=1, skipped=0)
-        j.record([Ack("A", b"1" * 16, "updated", account_id="acc")], run=real,
-                 dry_run=False, batch=0)
-        j.record([Ack("A", b"9" * 16, "created")], run=run, dry_run=True, batch=1)
-        assert j.applied().loc["A", "status"] == "updated"
-        acks = j.acks()
-        assert sorted(acks["dry_run"].tolist()) == [False, True]
-
-
-def test_an_answer_is_recorded_whole_or_not_at_all(tmp_path: Path) -> None:
-    with fresh(tmp_path) as j:
-        run = j.begin_run(dry_run=False, rows=3, to_send=3, skipped=0)
-        broken = [Ack("A", b"1" * 16, "created"), Ack("B", b"2" * 16, "created"),
-                  Ack("C", object(), "created")]  # type: ignore[arg-type]
-        with pytest.raises(JournalError, match="nothing of this step was recorded"):
-            j.record(broken, run=run, dry_run=False, batch=0)
-        assert j.applied().empty
-        assert j.runs()["requests"].tolist() == [0]
-        j.record(broken[:2], run=run, dry_run=False, batch=0)
-        assert sorted(j.applied().index) == ["A", "B"]
-
-
-def test_rows_are_filed_per_api_and_target(tmp_path: Path) -> None:
-    a = Journal(tmp_path / "j.db", api="cora", target=TARGET)
-    b = Journal(tmp_path / "j.db", api="cora", target="cora https://other key k2")
-    run = a.begin_run(dry_run=False, rows=1, to_send=1, skipped=0)
-    a.record([Ack("A", b"1" * 16, "created")], run=run, dry_run=False, batch=0)
-    assert list(a.applied().index) == ["A"]
-    assert b.applied().empty
-    a.close()
-    b.close()
+# What every journal records, and how, is tested on both backends in
+# tests/shared/test_journal_pg.py; the tests below are the SQLite file's own.
 
 
 def test_file_is_wal_and_survives_reopening(tmp_path: Path) -> None:
