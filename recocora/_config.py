@@ -22,6 +22,7 @@ __all__ = [
     "cache_dir",
     "check_base_url",
     "cora_settings",
+    "held_apis",
     "mask_secret",
     "recotap_settings",
     "state_url",
@@ -55,6 +56,12 @@ def recotap_settings(api_key: str | None, base_url: str | None) -> tuple[str, st
         raise ConfigError("No Recotap API key: pass api_key=... or set RECOTAP_API_KEY.")
     url = base_url or _env("RECOTAP_BASE_URL") or RECOTAP_DEFAULT_BASE_URL
     return key, check_base_url(url)
+
+
+def held_apis() -> tuple[str, ...]:
+    """The APIs whose key the environment holds (``CORA_API_KEY``, ``RECOTAP_API_KEY``)."""
+    return tuple(api for api, name in (("cora", "CORA_API_KEY"), ("recotap", "RECOTAP_API_KEY"))
+                 if _env(name))
 
 
 def _is_loopback(host: str) -> bool:

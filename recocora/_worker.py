@@ -1,10 +1,13 @@
-"""``python -m recocora._worker RUN_DIR``: the process that performs one background run.
+"""The processes that perform background runs.
 
-It reads the key from its standard input (one JSON line, never from a file), the run's
-settings from ``RUN_DIR/run.json`` and the staged frame, then calls the same accessor a user
-calls, with the run's journal. While it works, a heartbeat thread writes the run's progress
-to the registry and watches for a cancel request; SIGINT (what ``run.cancel()`` sends) stops
-the run before its next request, after the answer in flight has been recorded.
+``python -m recocora._worker RUN_ID`` is the worker a submitter starts for one run;
+``recocora worker`` claims queued runs one after another. Both do a claimed run with
+:func:`perform`: the key, base URL and state URL come from the worker's standard input or
+environment (never a file or the database), the run's settings and staged frame from its
+store, and the same accessor a user calls does the run, with the run's journal. While it
+works, a heartbeat thread writes progress, renews the worker's lease (state database) and
+watches for a cancel request. A stop (a cancel, a worker told to stop, a lease lost) takes
+effect before the next request, after the answer in flight has been recorded.
 """
 
 from __future__ import annotations
@@ -13,51 +16,66 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
 import orjson
-import pandas as pd
 
 from ._progress import Progress
-from ._runs import _process_start, registry
-from ._state._registry import now_iso
-from ._state._staging import read_staged
+from ._runs_launch import process_start, registry
+from ._state import journal_target
+from ._state._registry import RunStore, now_iso
 from .errors import RecocoraError, RunInterrupted
 
-__all__ = ["main"]
-
-#: Seconds between heartbeats (progress written, cancel request looked for).
-HEARTBEAT_S = 0.5
-_ANSWER_LOG = "%s %s -> %d in %.3fs (attempt %d)"
+__all__ = ["Gate", "LogLines", "main", "perform", "worker_logging"]
 
 log = logging.getLogger("recocora-worker")
 
 
-class _Gate:
-    """Turns SIGINT into a stop *between* requests: while a request is in flight the signal
+class Gate:
+    """Turns a signal into a stop *between* requests: while a request is in flight the signal
     is only noted, and the next attempt to take a slot raises ``KeyboardInterrupt``, so the
     answer on its way is merged and journalled first. ``always`` (APIs without a slot to
-    wait for) stops at once, as Ctrl-C does."""
+    wait for) stops at once, as Ctrl-C does.
 
-    def __init__(self, always: bool) -> None:
-        self.cancelled = False
+    ``reason`` says why: ``external`` for a signal from outside (``cancel`` for a worker
+    started for one run, ``shutdown`` for ``recocora worker``), or what the heartbeat asked
+    for (``cancel``, or ``lost`` when the run's lease went to another worker).
+    """
+
+    def __init__(self, always: bool, external: str) -> None:
+        self.reason: str | None = None
+        self.stopping = False
+        self.external = external
+        self._asked: str | None = None
         self.always = always
         self.armed = always
 
+    def ask(self, reason: str) -> None:
+        """Stop for ``reason``, from another thread: delivered to the main one as SIGINT."""
+        self._asked = reason
+        os.kill(os.getpid(), signal.SIGINT)
+
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.cancelled = True
+        why, self._asked = self._asked or self.external, None
+        self.stopping = self.stopping or why == "shutdown"
+        if self.reason is None or why == "lost":
+            self.reason = why
         if self.armed:
             raise KeyboardInterrupt
 
+    def disarm(self) -> None:
+        """The run is over: a signal now only notes its reason."""
+        self.always = self.armed = False
+
     def wrap(self, acquire: Callable[[], float]) -> Callable[[], float]:
         def gated() -> float:
-            if self.cancelled:
+            if self.reason is not None:
                 raise KeyboardInterrupt
             self.armed = True
             try:
@@ -68,12 +86,48 @@ class _Gate:
         return gated
 
 
-def _client(api: str, settings: dict[str, Any], secret: str) -> Any:
+class LogLines(logging.Handler):
+    """Keeps the worker's log lines until a heartbeat hands them to the store (the state
+    database keeps them, so ``run.log()`` works from any machine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def take(self) -> list[str]:
+        with self.lock:  # type: ignore[union-attr]
+            taken, self.lines = self.lines, []
+        return taken
+
+    def put_back(self, lines: list[str]) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self.lines[:0] = lines
+
+
+def worker_logging() -> LogLines:
+    """Log to standard error, and keep the lines for the store; the library's own warnings
+    (an unreachable database, a paused limiter) go to both too."""
+    lines = LogLines()
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(lines.formatter)
+    for name in ("recocora-worker", "recocora"):
+        logger = logging.getLogger(name)
+        logger.addHandler(stream)
+        logger.addHandler(lines)
+    log.setLevel(logging.INFO)
+    return lines
+
+
+def _client(api: str, settings: dict[str, Any], secret: str, state: str | None) -> Any:
     from ._transport import RetryPolicy
 
     common = {"api_key": secret, "base_url": settings["base_url"],
               "timeout": settings["timeout"], "retry": RetryPolicy(**settings["retry"]),
-              "max_concurrency": settings["max_concurrency"]}
+              "max_concurrency": settings["max_concurrency"], "state": state or "local"}
     client: Any
     if api == "cora":
         from .cora._client import CoraClient
@@ -89,68 +143,71 @@ def _client(api: str, settings: dict[str, Any], secret: str) -> Any:
 
 
 class _Heartbeat(threading.Thread):
-    """Writes progress and the heartbeat; turns a cancel request in the registry into a
-    SIGINT for the main thread. It touches only the registry, never the run's objects."""
+    """Writes progress, renews the lease and passes on log lines; turns a cancel request (or
+    a lost lease) into a stop of the main thread. It touches only the store."""
 
-    def __init__(self, run_id: str, progress: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, store: RunStore, run_id: str, worker: str | None,
+                 progress: Callable[[], dict[str, Any]], gate: Gate, lines: LogLines,
+                 period: float) -> None:
         super().__init__(name="recocora-heartbeat", daemon=True)
-        self.run_id, self.progress = run_id, progress
+        self.store, self.run_id, self.worker = store, run_id, worker
+        self.progress, self.gate, self.lines, self.period = progress, gate, lines, period
         self.stop = threading.Event()
-        self.signalled = False
+        self.asked = False
         self.last: dict[str, Any] = {}
 
     def beat(self) -> None:
-        store = registry()
         fields = self.progress()
-        store.update(self.run_id, heartbeat_at=now_iso(), **fields)
         if fields.get("rows_done") != self.last.get("rows_done"):
             log.info("%s/%s rows, %s requests, %s",
                      fields.get("rows_done"), fields.get("rows_total"), fields.get("requests"),
                      fields.get("counts"))
+        taken = self.lines.take()
+        try:
+            answer = self.store.beat(self.run_id, self.worker, fields, taken)
+        except BaseException:
+            self.lines.put_back(taken)
+            raise
         self.last = fields
-        record = store.get(self.run_id)
-        if record is not None and record["cancel_requested"] and not self.signalled:
-            self.signalled = True
+        if self.asked or answer is False:
+            return
+        self.asked = True
+        if answer is None:
+            log.warning("run %s is no longer this worker's (its lease ran out and another "
+                        "worker or a resume took it): stopping before the next request",
+                        self.run_id)
+            self.gate.ask("lost")
+        else:
             log.info("cancel requested")
-            os.kill(os.getpid(), signal.SIGINT)
+            self.gate.ask("cancel")
 
     def run(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
+        failing = False
+        while not self.stop.wait(self.period):
             try:
                 self.beat()
-            except Exception:  # a busy registry must not end the run; the next beat retries
-                log.warning("heartbeat failed:\n%s", traceback.format_exc())
+                failing = False
+            except Exception as exc:  # the next beat retries; the run goes on
+                if not failing:
+                    log.warning("heartbeat failed, retrying: %s",
+                                " ".join(str(exc).split())[:300] or type(exc).__name__)
+                failing = True
 
 
-def main(argv: list[str]) -> int:
-    folder = Path(argv[0])
-    given = orjson.loads(sys.stdin.readline())
-    secret, base_url = str(given["api_key"]), str(given["base_url"])
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-
-    spec = orjson.loads((folder / "run.json").read_bytes())
-    run_id, api = folder.name, spec["api"]
-    store = registry()
-    record = store.get(run_id)
-    if record is None:
-        log.error("run %s is not in the registry of %s", run_id, folder.parent)
-        return 2
-    gate = _Gate(always=api != "cora")
-    signal.signal(signal.SIGINT, gate.on_signal)
-    if not store.update(run_id, when_state=("queued",), state="running", pid=os.getpid(),
-                        pid_start=_process_start(os.getpid()),
-                        started_at=record["started_at"] or now_iso()):
-        log.error("run %s is %s, not queued: nothing to do", run_id, record["state"])
-        return 2
-    log.info("worker %d started run %s (attempt %s)", os.getpid(), run_id, record["attempts"])
-
+def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str, Any],
+            gate: Gate, lines: LogLines) -> str:
+    """Do the run ``run_id``, already claimed by ``worker``, to its end and record it: its
+    final state; ``queued`` when a stopping worker gave it back, ``lost`` when its lease
+    went to another worker first."""
+    record = store.get(run_id) or {}
+    spec = store.spec(run_id)
+    api, base_url, state = spec["api"], str(given["base_url"]), given.get("state")
     options = dict(spec["options"])
     if options.get("journal") in (None, False):
-        options["journal"] = str(folder / "journal.sqlite")
-    client = _client(api, {**spec["client"], "base_url": base_url}, secret)
+        target = journal_target(api, base_url, spec["key_id"])
+        options["journal"] = store.own_journal(run_id, api, target)
+    client = _client(api, {**spec["client"], "base_url": base_url}, str(given["api_key"]),
+                     state)
     if api == "cora":
         vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
     # A resumed run goes on counting from where the last attempt left off: its journal skips
@@ -170,44 +227,74 @@ def main(argv: list[str]) -> int:
     def progress() -> dict[str, Any]:
         return dict(latest)
 
-    beat = _Heartbeat(run_id, progress)
+    beat = _Heartbeat(store, run_id, worker, progress, gate, lines, store.pulse(record))
     beat.start()
-    result: pd.DataFrame | None = None
+    result = None
     error: str | None = None
     try:
-        df = read_staged(folder)
+        df = store.frame(run_id)
         call = df.cora.upsert if api == "cora" else df.recotap.map_ids
         result = call(client=client, progress=False, on_progress=listen, **options)
-        state = "succeeded"
+        outcome = "succeeded"
     except RunInterrupted as stop:
-        result, state = stop.result, "cancelled"
-        error = None if gate.cancelled else str(stop)
+        result, outcome = stop.result, "cancelled"
+        error = None if gate.reason else str(stop)
     except KeyboardInterrupt:
-        state = "cancelled"
+        outcome = "cancelled"
     except RecocoraError as exc:
-        result, state = exc.result, "failed"
+        result, outcome = exc.result, "failed"
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:
-        state, error = "failed", f"{type(exc).__name__}: {exc}"
+        outcome, error = "failed", f"{type(exc).__name__}: {exc}"
         log.error("%s", traceback.format_exc())
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: nothing to stop
+        gate.disarm()  # the run is over: nothing to stop
         beat.stop.set()
         beat.join()
         client.close()
     final = progress()
-    if result is not None:
-        counts = {str(k): int(v) for k, v in result.attrs.get("counts", {}).items()}
-        final["counts"] = counts
-        final["requests"] = before["requests"] + int(result.attrs.get("requests", 0))
-        scratch = folder / "result.pkl.partial"
-        result.to_pickle(scratch)
-        scratch.replace(folder / "result.pkl")
     final.pop("eta_s", None)
-    store.update(run_id, when_state=("running",), state=state, error=error,
-                 finished_at=now_iso(), eta_s=None, heartbeat_at=now_iso(), **final)
+    if outcome == "cancelled" and gate.reason == "lost":
+        log.warning("run %s left to the worker that holds it now", run_id)
+        store.beat(run_id, worker, {}, lines.take())
+        return "lost"
+    if outcome == "cancelled" and gate.reason == "shutdown":
+        log.info("worker stopping: run %s goes back in the queue after %s rows", run_id,
+                 final.get("rows_done", 0))
+        store.finish(run_id, worker, None, lines.take(), state="queued", owner=None,
+                     eta_s=None, attempts=int(record["attempts"]) + 1, **final)
+        return "queued"
+    if result is not None:
+        final["counts"] = {str(k): int(v) for k, v in result.attrs.get("counts", {}).items()}
+        final["requests"] = before["requests"] + int(result.attrs.get("requests", 0))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("run %s %s: %s; peak memory %.0f MB", run_id, state, final.get("counts"), peak)
+    log.info("run %s %s: %s; peak memory %.0f MB", run_id, outcome, final.get("counts"), peak)
+    store.finish(run_id, worker, result, lines.take(), state=outcome, error=error,
+                 finished_at=now_iso(), eta_s=None, heartbeat_at=now_iso(), **final)
+    return outcome
+
+
+def main(argv: list[str]) -> int:
+    """The worker of one run: ``RUN_ID`` as its argument; the key, base URL, state URL and
+    its worker id as one JSON line on standard input."""
+    run_id = argv[0]
+    given = orjson.loads(sys.stdin.readline())
+    lines = worker_logging()
+    store = registry(given.get("state"))
+    record = store.get(run_id)
+    if record is None:
+        log.error("run %s is not in %s", run_id, store.where)
+        return 2
+    gate = Gate(always=record["api"] != "cora", external="cancel")
+    signal.signal(signal.SIGINT, gate.on_signal)
+    if not store.claim(run_id, given.get("worker"), pid=os.getpid(),
+                       pid_start=process_start(os.getpid()), host=socket.gethostname(),
+                       started_at=record["started_at"] or now_iso()):
+        log.error("run %s is %s, not queued for this worker: nothing to do", run_id,
+                  record["state"])
+        return 2
+    log.info("worker %d started run %s (attempt %s)", os.getpid(), run_id, record["attempts"])
+    perform(store, run_id, given.get("worker"), given, gate, lines)
     return 0
 
 

@@ -1,5 +1,5 @@
 """The ``recocora`` command: ``demo``, ``cora upsert``, ``recotap map-ids``,
-``recotap unmapped``, ``runs`` and ``sandbox``.
+``recotap unmapped``, ``runs``, ``worker`` and ``sandbox``.
 
 Credentials come from the environment only (``CORA_API_KEY``, ``CORA_BASE_URL``,
 ``RECOTAP_API_KEY``, ``RECOTAP_BASE_URL``). Progress goes to stderr, the summary to stdout.
@@ -446,7 +446,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_sandbox(args)
     if args.command == "demo":
         return _run_demo(args)
-    if args.command == "runs":
+    if args.command in ("runs", "worker"):
         return run_runs(args)
     if args.command == "cora":
         return _run_cora_upsert(args)

@@ -71,8 +71,10 @@ _JOURNAL = (
     """,
 )
 
-#: The registry of runs, with the lease that keeps one live worker per run, the staged input
-#: and the result (so any machine can run, resume or read a run), and the worker's log.
+#: The registry of runs, with the lease that keeps one live worker per run (``owner`` holds
+#: it until ``lease_until``, on the database's clock; ``mode`` says who may claim it: the
+#: worker its submitter spawned, or any ``recocora worker`` with its key), the settings, staged
+#: input and result (so any machine can run, resume or read a run), and the worker's log.
 _RUNS = (
     """
     CREATE TABLE recocora_runs (
@@ -102,6 +104,7 @@ _RUNS = (
         attempts INTEGER NOT NULL DEFAULT 0,
         owner TEXT,
         lease_until TIMESTAMPTZ,
+        lease_s DOUBLE PRECISION,
         mode TEXT NOT NULL DEFAULT 'spawn',
         spec JSONB,
         input BYTEA,

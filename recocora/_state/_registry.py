@@ -1,25 +1,32 @@
 """The registry of background runs: one record per run, shared by every process.
 
-:class:`RunStore` is the interface the rest of recocora uses; :class:`SqliteRunStore` keeps
-it in one SQLite file under the cache directory (WAL mode, so a worker writing its progress
-never blocks a notebook reading it). A record holds no key and no secret: the Cora key id, or
-a one-way fingerprint of a Recotap key, is all it says about credentials.
+:class:`RunStore` is the interface the rest of recocora uses: records, and what a run keeps
+beside its record (its settings, staged input, result and log). :class:`SqliteRunStore` keeps
+the records in one SQLite file under the cache directory (WAL mode, so a worker writing its
+progress never blocks a notebook reading it) and the rest in each run's folder beside it. A
+record holds no key and no secret: the Cora key id, or a one-way fingerprint of a Recotap
+key, is all it says about credentials.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import pandas as pd
 
 from ..errors import ConfigError
 from ._keys import now as now_iso
-from ._sqlite import immediate_transaction
+from ._sqlite import Journal, immediate_transaction
+from ._staging import Staged, read_staged, stage
+from ._store import Store
 
 __all__ = ["FIELDS", "LIVE_STATES", "RunStore", "SqliteRunStore", "now_iso"]
 
@@ -69,8 +76,18 @@ CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, state)
 class RunStore(Protocol):
     """What background runs need from wherever their records live."""
 
-    def submit(self, record: Mapping[str, Any]) -> tuple[str, bool]:
-        """Add ``record`` unless a live run has its fingerprint: ``(run_id, created)``."""
+    #: Whether the store judges a live run's worker by its lease (``get`` and ``all``
+    #: already show a run whose lease ran out as ``interrupted``); otherwise callers look at
+    #: the worker's process.
+    leases: bool
+    #: Where the runs are kept, for messages (never a password).
+    where: str
+
+    def submit(self, record: Mapping[str, Any], payload: Staged, *,
+               reserve: str | None = None) -> tuple[str, bool]:
+        """Add ``record`` with its staged input and settings, unless a live run has its
+        fingerprint: ``(run_id, created)``. ``reserve`` holds a new run for the worker of
+        that id about to be started."""
 
     def get(self, run_id: str) -> dict[str, Any] | None: ...
 
@@ -82,12 +99,55 @@ class RunStore(Protocol):
     def all(self) -> list[dict[str, Any]]:
         """Every record, newest first."""
 
+    def spec(self, run_id: str) -> dict[str, Any]:
+        """The run's settings: API, the call's options, the client's settings (no secret)."""
+
+    def frame(self, run_id: str) -> pd.DataFrame:
+        """The staged input, exactly as submitted."""
+
+    def result(self, run_id: str) -> pd.DataFrame | None:
+        """The result frame its worker left, if any."""
+
+    def log(self, run_id: str) -> str:
+        """The worker's log."""
+
+    def pulse(self, record: Mapping[str, Any]) -> float:
+        """Seconds between the heartbeats of this run's worker."""
+
+    def own_journal(self, run_id: str, api: str, target: str) -> Store:
+        """The journal of a run whose call named none (it lets a resumed run skip what
+        its earlier attempts had answered)."""
+
+    def requeue(self, run_id: str, spec: Mapping[str, Any], *, reserve: str | None = None,
+                **fields: Any) -> bool:
+        """Put an ``interrupted`` or ``failed`` run back in the queue with ``spec``."""
+
+    def claim(self, run_id: str, worker: str | None, **fields: Any) -> bool:
+        """Make the queued run this worker's (``running``); whether it could."""
+
+    def beat(self, run_id: str, worker: str | None, fields: Mapping[str, Any],
+             lines: list[str]) -> bool | None:
+        """Write the worker's progress (and its log ``lines``): whether a cancel was asked
+        for, or ``None`` when the run is no longer this worker's."""
+
+    def finish(self, run_id: str, worker: str | None, result: pd.DataFrame | None,
+               lines: list[str], **fields: Any) -> bool:
+        """Store the result, the last log ``lines`` and the final ``fields`` of this worker's
+        run; whether it was still this worker's."""
+
 
 class SqliteRunStore:
-    """:class:`RunStore` in a SQLite file (``cache_dir()/runs/registry.sqlite`` by default)."""
+    """:class:`RunStore` in a SQLite file (``cache_dir()/runs/registry.sqlite`` by default),
+    each run's files in a folder beside it: ``run.json`` (settings), the staged input,
+    ``result.pkl`` and ``worker.log``."""
+
+    leases = False
+    #: Seconds between a worker's heartbeats (progress written, cancel request looked for).
+    HEARTBEAT_S = 0.5
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.where = str(self.path.parent)
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +183,21 @@ class SqliteRunStore:
             record[name] = orjson.loads(record[name] or "{}")
         return record
 
-    def submit(self, record: Mapping[str, Any]) -> tuple[str, bool]:
+    def submit(self, record: Mapping[str, Any], payload: Staged, *,
+               reserve: str | None = None) -> tuple[str, bool]:
+        root = self.path.parent
+        folder = root / str(record["run_id"])
+        scratch = root / f".staging-{uuid.uuid4().hex}"
+        stage(payload, scratch)
+        run_id, created = self._add({**record, "run_dir": str(folder)})
+        if not created:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return run_id, False
+        scratch.rename(folder)
+        self._write_spec(folder, payload.spec)
+        return run_id, True
+
+    def _add(self, record: Mapping[str, Any]) -> tuple[str, bool]:
         values = {k: (orjson.dumps(v).decode() if k in _JSON else v)
                   for k, v in record.items()}
         unknown = set(values) - set(FIELDS)
@@ -167,3 +241,64 @@ class SqliteRunStore:
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
         return [self._row(names, r) for r in rows]
+
+    # -- what a run keeps in its folder -------------------------------------------------------
+
+    def _folder(self, run_id: str) -> Path:
+        record = self.get(run_id)
+        if record is None:
+            raise KeyError(run_id)
+        return Path(record["run_dir"])
+
+    @staticmethod
+    def _write_spec(folder: Path, spec: Mapping[str, Any]) -> None:
+        (folder / "run.json").write_bytes(orjson.dumps(spec, option=orjson.OPT_INDENT_2))
+
+    def spec(self, run_id: str) -> dict[str, Any]:
+        spec: dict[str, Any] = orjson.loads((self._folder(run_id) / "run.json").read_bytes())
+        return spec
+
+    def frame(self, run_id: str) -> pd.DataFrame:
+        return read_staged(self._folder(run_id))
+
+    def result(self, run_id: str) -> pd.DataFrame | None:
+        path = self._folder(run_id) / "result.pkl"
+        if not path.exists():
+            return None
+        frame: pd.DataFrame = pd.read_pickle(path)
+        return frame
+
+    def log(self, run_id: str) -> str:
+        path = self._folder(run_id) / "worker.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def pulse(self, record: Mapping[str, Any]) -> float:
+        return self.HEARTBEAT_S
+
+    def own_journal(self, run_id: str, api: str, target: str) -> Store:
+        return Journal(self._folder(run_id) / "journal.sqlite", api=api, target=target)
+
+    def requeue(self, run_id: str, spec: Mapping[str, Any], *, reserve: str | None = None,
+                **fields: Any) -> bool:
+        self._write_spec(self._folder(run_id), spec)
+        return self.update(run_id, when_state=("interrupted", "failed"), state="queued",
+                           **fields)
+
+    def claim(self, run_id: str, worker: str | None, **fields: Any) -> bool:
+        return self.update(run_id, when_state=("queued",), state="running", **fields)
+
+    def beat(self, run_id: str, worker: str | None, fields: Mapping[str, Any],
+             lines: list[str]) -> bool | None:
+        # The log lines are in worker.log already: it is the worker's standard error.
+        self.update(run_id, heartbeat_at=now_iso(), **fields)
+        record = self.get(run_id)
+        return bool(record and record["cancel_requested"])
+
+    def finish(self, run_id: str, worker: str | None, result: pd.DataFrame | None,
+               lines: list[str], **fields: Any) -> bool:
+        if result is not None:
+            folder = self._folder(run_id)
+            scratch = folder / "result.pkl.partial"
+            result.to_pickle(scratch)
+            scratch.replace(folder / "result.pkl")
+        return self.update(run_id, when_state=("running",), **fields)

@@ -1,49 +1,79 @@
-"""A background run's input, staged in its folder: Parquet (a pickle for frames Arrow cannot
-hold), read back by the worker exactly as written, and fingerprinted so the same frame with
-the same options is recognised while its run is live."""
+"""A background run's input, staged: Parquet (a pickle for frames Arrow cannot hold), read
+back by the worker exactly as written, and fingerprinted so the same frame with the same
+options is recognised while its run is live. A run on this machine keeps it in its folder; a
+run in the state database keeps the same bytes in its record."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pandas as pd
 
-__all__ = ["fingerprint", "read_staged", "stage"]
+__all__ = ["Staged", "fingerprint", "frame_bytes", "read_frame_bytes", "read_staged", "stage",
+           "staged"]
+
+#: The file name of each format in a run's folder.
+_FILES = {"parquet": "input.parquet", "pickle": "input.pkl"}
 
 
-def stage(df: pd.DataFrame, folder: Path) -> Path:
-    """Write ``df`` into ``folder`` as ``input.parquet`` (``input.pkl`` when Arrow cannot
-    hold it: mixed-type columns, non-text column names), as the worker will read it."""
+class Staged(NamedTuple):
+    """A run's input as stored: ``data`` in ``format`` (``parquet`` or ``pickle``), and the
+    run's settings (``spec``: the API, the call's options, the client's settings, no
+    secret)."""
+
+    data: bytes
+    format: str
+    spec: dict[str, Any]
+
+
+def frame_bytes(df: pd.DataFrame) -> tuple[bytes, str]:
+    """``df`` as Parquet, or as a pickle when Arrow cannot hold it (mixed-type columns,
+    non-text column names): ``(data, format)``."""
     import pyarrow as pa  # type: ignore[import-untyped]
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "input.parquet"
+    buffer = io.BytesIO()
     try:
-        df.to_parquet(path, engine="pyarrow")
-        return path
+        df.to_parquet(buffer, engine="pyarrow")
+        return buffer.getvalue(), "parquet"
     except (pa.ArrowException, ValueError, TypeError):
-        path.unlink(missing_ok=True)
-    path = folder / "input.pkl"
-    df.to_pickle(path)
+        buffer = io.BytesIO()
+    df.to_pickle(buffer)
+    return buffer.getvalue(), "pickle"
+
+
+def read_frame_bytes(data: bytes, fmt: str) -> pd.DataFrame:
+    if fmt == "parquet":
+        return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+    frame: pd.DataFrame = pd.read_pickle(io.BytesIO(data))
+    return frame
+
+
+def staged(df: pd.DataFrame, spec: dict[str, Any]) -> Staged:
+    data, fmt = frame_bytes(df)
+    return Staged(data, fmt, spec)
+
+
+def stage(payload: Staged, folder: Path) -> Path:
+    """Write the staged frame into ``folder`` (``input.parquet`` or ``input.pkl``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / _FILES[payload.format]
+    path.write_bytes(payload.data)
     return path
 
 
 def read_staged(folder: Path) -> pd.DataFrame:
-    parquet = folder / "input.parquet"
-    if parquet.exists():
-        return pd.read_parquet(parquet, engine="pyarrow")
-    frame: pd.DataFrame = pd.read_pickle(folder / "input.pkl")
-    return frame
+    for fmt, name in _FILES.items():
+        path = folder / name
+        if path.exists():
+            return read_frame_bytes(path.read_bytes(), fmt)
+    raise FileNotFoundError(f"no staged input in {folder}")
 
 
-def fingerprint(staged: Path, spec: Mapping[str, Any]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with staged.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str))
+def fingerprint(payload: Staged) -> str:
+    digest = hashlib.blake2b(payload.data, digest_size=16)
+    digest.update(orjson.dumps(payload.spec, option=orjson.OPT_SORT_KEYS, default=str))
     return digest.hexdigest()

@@ -99,7 +99,7 @@ class CoraAccessor:
         on_progress: Listener | None = None,
         skip_unchanged: bool = False,
         *,
-        background: Literal[True],
+        background: Literal[True, "queue"],
     ) -> Run: ...
 
     def upsert(
@@ -118,7 +118,7 @@ class CoraAccessor:
         on_progress: Listener | None = None,
         skip_unchanged: bool = False,
         *,
-        background: bool = False,
+        background: bool | Literal["queue"] = False,
     ) -> pd.DataFrame | Run:
         """Create or update Cora accounts by ``externalId``, 500 rows per request.
 
@@ -167,7 +167,11 @@ class CoraAccessor:
         - ``background=True`` validates the frame here, then hands the run to a worker
           process of its own and returns a :class:`recocora.Run` at once (``run.wait()``,
           ``run.cancel()``, ``recocora.attach(run.id)`` after a kernel restart). Its journal
-          is ``journal`` or, by default, a file in the run's folder.
+          is ``journal`` or, by default, one of its own (a file in the run's folder, or rows
+          in the state database). With a state database (``RECOCORA_STATE_URL`` or the
+          client's ``state=``) the run is kept there, so any machine can follow, resume and
+          read it; ``background="queue"`` starts no process here but leaves the run for a
+          ``recocora worker`` holding the same key, wherever one runs.
 
         >>> res = df.cora.upsert(client=cora, journal="backfill.db")  # doctest: +SKIP
         >>> res = df.cora.upsert(client=cora, only=res)  # doctest: +SKIP
@@ -180,7 +184,7 @@ class CoraAccessor:
                 "dry_run": dry_run, "include_changes": include_changes, "columns": columns,
                 "on_invalid": on_invalid, "mode": mode, "journal": journal, "force": force,
                 "max_failed": max_failed, "only": only, "skip_unchanged": skip_unchanged,
-            }, on_progress=on_progress)
+            }, on_progress=on_progress, background=background)
         options = UpsertOptions(
             dry_run=dry_run, include_changes=include_changes, columns=columns,
             on_invalid=on_invalid, mode=mode, progress=progress, journal=journal, force=force,

@@ -72,7 +72,7 @@ class RecotapAccessor:
         only: pd.DataFrame | None = None,
         on_progress: Listener | None = None,
         *,
-        background: Literal[True],
+        background: Literal[True, "queue"],
     ) -> Run: ...
 
     def map_ids(
@@ -90,7 +90,7 @@ class RecotapAccessor:
         only: pd.DataFrame | None = None,
         on_progress: Listener | None = None,
         *,
-        background: bool = False,
+        background: bool | Literal["queue"] = False,
     ) -> pd.DataFrame | Run:
         """Write the frame's external ids onto Recotap accounts matched by domain.
 
@@ -107,7 +107,8 @@ class RecotapAccessor:
         counts by status, requests, 429s met); the last one has ``finished=True``.
 
         ``background=True`` validates here, then returns a :class:`recocora.Run` at once
-        while a worker process of its own does the run (see ``df.cora.upsert``).
+        while a worker process of its own does the run; ``background="queue"`` leaves it for
+        a ``recocora worker`` (see ``df.cora.upsert``).
 
         >>> res = crm.recotap.map_ids(client=rtp, journal=True)  # doctest: +SKIP
         >>> res = crm.recotap.map_ids(client=rtp, only=res)      # doctest: +SKIP
@@ -120,7 +121,7 @@ class RecotapAccessor:
                 "domain": domain, "external_id": external_id, "overwrite": overwrite,
                 "verify": verify, "on_invalid": on_invalid, "journal": journal, "force": force,
                 "max_failed": max_failed, "only": only,
-            }, on_progress=on_progress)
+            }, on_progress=on_progress, background=background)
         options = MapOptions(
             domain=domain, external_id=external_id, overwrite=overwrite, verify=verify,
             on_invalid=on_invalid, progress=progress, journal=journal, force=force,

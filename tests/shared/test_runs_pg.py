@@ -1,0 +1,358 @@
+"""Runs in the state database: leases that let one live worker hold a run, a killed worker
+taken over from another machine, queued runs claimed by ``recocora worker``, a database outage
+waited out, cancel from anywhere, and no secret in the database.
+
+Each "machine" is a process with a cache folder of its own; they share only the state
+database (and the sandbox). Leases are 2 s and heartbeats 0.2 s here (tests/shared/pg_worker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pandas as pd
+import psycopg
+import pytest
+
+import recocora
+from recocora import ConfigError, CoraClient, RecotapClient
+from recocora._state import PgJournal, journal_target
+from recocora._state._pg_registry import PgRunStore
+from recocora.cli import main
+from tests.backfill.conftest import ROOT, accounts, add_companies, mappings
+from tests.runs.conftest import RUN_LIMIT_S, bulk_posts, until
+from tests.shared import pg_worker
+from tests.shared.test_journal_pg import durable_database
+
+if TYPE_CHECKING:
+    from recocora.sandbox import Sandbox
+
+
+@pytest.fixture(autouse=True)
+def short_leases(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """This process is one more machine: a cache folder of its own, the tests' leases."""
+    monkeypatch.setenv("RECOCORA_CACHE_DIR", str(tmp_path / "here"))
+    monkeypatch.delenv("RECOCORA_STATE_URL", raising=False)
+    pg_worker.shorten(monkeypatch.setattr)
+
+
+class Machines:
+    """Processes standing for other machines: each with its own cache folder, the state URL
+    and the sandbox's keys in its environment. Every process left is killed at the end, and
+    every live run cancelled and waited for, so nothing reaches the next test's sandbox."""
+
+    def __init__(self, root: Path, sb: Sandbox, url: str) -> None:
+        self.root, self.sb, self.url = root, sb, url
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def env(self) -> dict[str, str]:
+        folder = self.root / f"machine-{uuid.uuid4().hex[:6]}"
+        return {**os.environ, **self.sb.env(), "RECOCORA_CACHE_DIR": str(folder),
+                "RECOCORA_STATE_URL": self.url}
+
+    def start(self, *args: str, code: str | None = None) -> subprocess.Popen[str]:
+        """``recocora ARGS`` (or ``code`` with ARGS as ``sys.argv[1:]``) on a new machine."""
+        command = [sys.executable, "-c", code, *args] if code else \
+            [sys.executable, "-m", "tests.shared.pg_worker", *args]
+        proc = subprocess.Popen(command, cwd=ROOT, env=self.env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        return proc
+
+    def finish(self, proc: subprocess.Popen[str]) -> tuple[str, str]:
+        out, err = proc.communicate(timeout=RUN_LIMIT_S)
+        assert proc.returncode == 0, err
+        return out, err
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        for run_id in recocora.runs(state=self.url)["run_id"]:
+            run = recocora.attach(run_id, state=self.url)
+            if not run.done:
+                run.cancel()
+                until(lambda run=run: run.done, what=f"{run.id} stopping")
+
+
+@pytest.fixture
+def machines(tmp_path: Path, sb: Sandbox, state_url: str) -> Iterator[Machines]:
+    group = Machines(tmp_path, sb, state_url)
+    yield group
+    group.close()
+
+
+def exactly_stored(sb: Sandbox, frame: pd.DataFrame) -> None:
+    """Every row of ``frame`` is an account holding exactly its values, and nothing else."""
+    stored = {a["externalId"]: a for a in sb.cora_accounts()}
+    assert sorted(stored) == sorted(frame["externalId"])
+    for row in frame.to_dict("records"):
+        account = stored[row["externalId"]]
+        assert (account["portfolioId"], account["phoneNumber"], account["clientStatus"],
+                account["metadata"]["filenumber"]) == (row["portfolioId"], row["phoneNumber"],
+                                                       row["clientStatus"],
+                                                       row["metadata.filenumber"])
+
+
+def ok_posts(sb: Sandbox) -> int:
+    return len([r for r in bulk_posts(sb) if r.status == 200])
+
+
+# --------------------------------------------------------------------------- queued runs
+
+
+def test_a_queued_run_waits_for_a_worker_elsewhere_and_a_third_machine_reads_it(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    frame = accounts(23)
+    run = frame.cora.upsert(client=cora_client_for(rows=5, state=machines.url),
+                            background="queue")
+    assert run.state == "queued" and run.info()["mode"] == "queue"
+    assert sb.requests == []  # no worker here: it waits for one
+    out, err = machines.finish(machines.start("worker", "--once"))
+    assert f"claimed run {run.id}" in err and "stops" in err
+    reader = machines.start(run.id, code=(
+        "import sys, recocora, tests.shared.pg_worker as short\n"
+        "short.shorten()\n"
+        "run = recocora.attach(sys.argv[1])\n"
+        "res = run.wait(timeout=60)\n"
+        "print(run.state, res['cora_status'].eq('created').sum(), list(res.index[:2]))\n"
+        "print(run.log())\n"))
+    out, _ = machines.finish(reader)
+    assert out.splitlines()[0] == "succeeded 23 ['r0', 'r1']"
+    assert "claimed run" in out and "succeeded" in out  # the worker's log, read from the DB
+    assert ok_posts(sb) == 5
+    exactly_stored(sb, frame)
+    assert run.result().index.equals(frame.index)
+
+
+def test_two_workers_racing_for_one_queued_run_exactly_one_runs_it(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    frame = accounts(12)
+    run = frame.cora.upsert(client=cora_client_for(rows=4, state=machines.url),
+                            background="queue")
+    # Both workers reach their claim while the registry is locked, then race for the row.
+    with psycopg.connect(machines.url) as conn:
+        conn.execute("LOCK TABLE recocora_runs IN ACCESS EXCLUSIVE MODE")
+        racers = [machines.start("worker", "--once") for _ in range(2)]
+
+        def waiting() -> bool:
+            with psycopg.connect(machines.url, autocommit=True) as look:
+                row = look.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'recocora' AND wait_event_type = 'Lock'").fetchone()
+            return row is not None and row[0] == 2
+
+        until(waiting, what="both workers waiting to claim")
+    logs = [machines.finish(p)[1] for p in racers]
+    assert sorted(f"claimed run {run.id}" in log for log in logs) == [False, True]
+    assert run.wait(timeout=RUN_LIMIT_S).attrs["counts"] == {"created": 12}
+    assert run.info()["attempts"] == 1
+    assert ok_posts(sb) == len(bulk_posts(sb)) == 3
+    exactly_stored(sb, frame)
+
+
+def test_a_stopped_worker_finishes_the_request_in_flight_and_gives_the_run_back(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    sb.set_cora_window(0.3)
+    frame = accounts(32)
+    run = frame.cora.upsert(client=cora_client_for(rows=4, min_interval=0.3,
+                                                   state=machines.url), background="queue")
+    first = machines.start("worker")  # long-lived: claims, then works until told to stop
+    until(lambda: run.rows_done >= 8, what="two answers")
+    first.send_signal(signal.SIGTERM)
+    _, err = machines.finish(first)
+    assert "goes back in the queue" in err
+    back = run.info()
+    assert back["state"] == "queued" and back["owner"] is None
+    done_before = back["rows_done"]
+    assert done_before == 4 * ok_posts(sb)  # every answer that arrived was recorded
+    machines.finish(machines.start("worker", "--once"))
+    res = run.wait(timeout=RUN_LIMIT_S)
+    assert run.info()["attempts"] == 2 and run.rows_done == 32
+    assert (res["cora_status"] == "created").sum() == 32 - done_before
+    assert ok_posts(sb) == len(bulk_posts(sb)) == 8  # no chunk sent twice
+    exactly_stored(sb, frame)
+
+
+# --------------------------------------------------------------------------- takeover
+
+
+_TAKE_OVER = """
+import sys, time
+import tests.shared.pg_worker as short
+import recocora
+short.shorten()
+run = recocora.attach(sys.argv[1])
+while run.state != "interrupted":
+    time.sleep(0.02)
+print(time.time(), flush=True)
+run.resume()
+print(run.state, run.info()["host"], flush=True)
+"""
+
+
+def test_a_killed_worker_is_taken_over_from_another_machine(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    sb.set_cora_window(0.2)
+    frame = accounts(45)
+    run = frame.cora.upsert(client=cora_client_for(rows=5, min_interval=0.2,
+                                                   state=machines.url), background=True)
+    until(lambda: run.rows_done >= 10, what="two answers")
+    os.kill(int(run.info()["pid"]), signal.SIGKILL)
+    killed_at = time.time()
+    other = machines.start(run.id, code=_TAKE_OVER)
+    out, _ = machines.finish(other)
+    seen_at, resumed = out.splitlines()
+    assert resumed.startswith("queued")
+    res = run.wait(timeout=RUN_LIMIT_S)
+    assert run.state == "succeeded" and run.info()["attempts"] == 2
+    assert set(res["cora_status"]) <= {"created", "skipped", "unchanged"}
+    exactly_stored(sb, frame)
+    assert ok_posts(sb) <= 9 + 1  # at most the chunk in flight at the kill, twice
+    target = journal_target("cora", sb.cora_base_url, "sandbox")
+    acks = PgJournal(machines.url, api="cora", target=f"{target} run {run.id}").acks()
+    assert sorted(acks["key"]) == sorted(frame["externalId"])
+    print(f"takeover: interrupted seen {float(seen_at) - killed_at:.2f} s after the SIGKILL "
+          f"(lease {PgRunStore.LEASE_S:g} s); {ok_posts(sb)} bulk requests for 9 chunks")
+
+
+# --------------------------------------------------------------------------- outage
+
+
+def test_a_database_outage_pauses_the_run_and_loses_nothing(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], own_postgres: Any,
+    tmp_path: Path,
+) -> None:
+    sb.set_cora_window(0.2)
+    url = durable_database(own_postgres)
+    group = Machines(tmp_path, sb, url)
+    frame = accounts(40)
+    try:
+        run = frame.cora.upsert(client=cora_client_for(rows=4, min_interval=0.2, state=url),
+                                background="queue")
+        worker = group.start("worker", "--once")
+        until(lambda: run.rows_done >= 8, what="two answers")
+        own_postgres.stop()
+        stopped_at, sent_before = time.monotonic(), len(bulk_posts(sb))
+        time.sleep(1.0)  # the outage lasts a while
+        sent_during = len(bulk_posts(sb)) - sent_before
+        own_postgres.start()
+        outage = time.monotonic() - stopped_at
+        _, err = group.finish(worker)
+        res = run.wait(timeout=RUN_LIMIT_S)
+        assert run.state == "succeeded" and run.info()["attempts"] == 1
+        assert (res["cora_status"] == "created").all()
+        exactly_stored(sb, frame)
+        assert ok_posts(sb) == len(bulk_posts(sb)) == 10
+        assert sent_during <= 1  # the request in flight; its answer waited to be recorded
+        target = journal_target("cora", sb.cora_base_url, "sandbox")
+        acks = PgJournal(url, api="cora", target=f"{target} run {run.id}").acks()
+        assert sorted(acks["key"]) == sorted(frame["externalId"])
+        assert "cannot be reached" in err and "answers again" in err
+        assert "cannot be reached" in run.log()
+        paused = [line for line in err.splitlines() if "answers again" in line]
+    finally:
+        group.close()
+    print(f"outage: database down {outage:.1f} s; {sent_during} request(s) left meanwhile; "
+          f"worker: {paused[0].split('recocora: ', 1)[-1]}")
+
+
+# --------------------------------------------------------------------------- cancel, errors
+
+
+def test_cancel_from_another_machine_and_a_queued_run_cancelled_at_once(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    sb.set_cora_window(0.3)
+    client = cora_client_for(rows=2, min_interval=0.3, state=machines.url)
+    run = accounts(40).cora.upsert(client=client, background=True)
+    waiting = accounts(5, start=100).cora.upsert(client=client, background="queue")
+    until(lambda: run.rows_done >= 4, what="two answers")
+    monkeypatch.setenv("RECOCORA_CACHE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RECOCORA_STATE_URL", machines.url)
+    there = recocora.attach(run.id)
+    there.cancel()
+    res = there.wait(timeout=RUN_LIMIT_S)
+    assert there.state == "cancelled" and (res["cora_status"] == "not_sent").sum() > 0
+    assert ok_posts(sb) * 2 == (res["cora_status"] == "created").sum()
+    recocora.attach(waiting.id).cancel()
+    assert waiting.state == "cancelled"
+    listed = recocora.runs().set_index("run_id")["state"]
+    assert listed.to_dict() == {run.id: "cancelled", waiting.id: "cancelled"}
+
+
+def test_queue_and_worker_refuse_what_they_cannot_do(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], state_url: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(ConfigError, match="RECOCORA_STATE_URL"):
+        accounts(2).cora.upsert(client=cora_client_for(), background="queue")
+    with pytest.raises(ConfigError, match="journal"):
+        accounts(2).cora.upsert(client=cora_client_for(state=state_url), background="queue",
+                                journal=tmp_path / "j.db")
+    with pytest.raises(ValueError, match="'queue'"):
+        accounts(2).cora.upsert(client=cora_client_for(), background="later")  # type: ignore
+    assert main(["worker", "--once"]) == 2
+    assert "RECOCORA_STATE_URL" in capsys.readouterr().err
+    monkeypatch.delenv("CORA_API_KEY", raising=False)
+    monkeypatch.delenv("RECOTAP_API_KEY", raising=False)
+    assert main(["worker", "--once", "--state", state_url]) == 2
+    assert "CORA_API_KEY" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_the_database_holds_no_secret(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient],
+    rtp_client_for: Callable[..., RecotapClient], postgres: Any, tmp_path: Path,
+) -> None:
+    role, password = f"app_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.execute(f"CREATE DATABASE {name} OWNER {role}")
+    url = f"postgresql://{role}:{password}@127.0.0.1:{postgres.port}/{name}"
+    add_companies(sb, 6)
+    cora = accounts(9).cora.upsert(client=cora_client_for(rows=4, state=url), background=True)
+    rtp = mappings(6).recotap.map_ids(client=rtp_client_for(state=url), background=True,
+                                      journal=True)
+    queued = accounts(3, start=50).cora.upsert(client=cora_client_for(state=url),
+                                               background="queue")
+    cora.wait(timeout=RUN_LIMIT_S)
+    rtp.wait(timeout=RUN_LIMIT_S)
+    queued.cancel()
+    secrets = [sb.cora_key, sb.cora_key.split(".", 1)[1], sb.recotap_key, password]
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE "
+            "table_name LIKE 'recocora%%' AND data_type IN "
+            "('text', 'bytea', 'json', 'jsonb', 'character varying')").fetchall()
+        assert len(columns) > 20
+        for table, column in columns:
+            for (value,) in conn.execute(f"SELECT {column} FROM {table}"):
+                data = value if isinstance(value, bytes) else orjson.dumps(value)
+                for secret in secrets:
+                    assert secret.encode() not in data, (table, column)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files  # the workers' logs
+    for path in files:
+        for secret in secrets:
+            assert secret.encode() not in path.read_bytes(), path
+    for shown in (repr(cora), cora.log(), recocora.runs(state=url).to_string()):
+        assert not any(secret in shown for secret in secrets)
