@@ -37,6 +37,7 @@ from ._runs_launch import (
     submit,
     worker_id,
 )
+from ._state._keys import _clean_url as clean_url
 from ._state._registry import LIVE_STATES, RunStore, now_iso
 from .cora._client import CoraClient
 from .errors import ConfigError, RunError, StateError
@@ -243,12 +244,21 @@ class Run:
         api = record["api"]
         own = client is None
         if client is None:
-            client = client_from_env(api, record["base_url"], self._url)
+            # A base URL read from a shared database is never trusted with the key: the
+            # environment names the server, and it must be the run's.
+            where = None if self._store.leases else record["base_url"]
+            client = client_from_env(api, where, self._url)
         try:
             if key_label(api, client) != record["key_id"]:
                 raise ConfigError(
                     f"Run {self.id} was started with key {record['key_id']!r}; resume it "
                     "with the same key (its journal is filed under that key)."
+                )
+            if clean_url(client.base_url) != record["base_url"]:
+                raise ConfigError(
+                    f"Run {self.id} sends to {record['base_url']}, not "
+                    f"{clean_url(client.base_url)}; resume it with a client of that base URL "
+                    f"({api.upper()}_BASE_URL, or client=)."
                 )
             return client_parts(api, client)
         finally:

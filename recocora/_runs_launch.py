@@ -123,7 +123,7 @@ def submit(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient,
         journal = str(Path(journal).expanduser().resolve())
     spec = {"api": api, "options": {**options, "journal": journal}, "client": settings,
             "key_id": label}
-    payload = staged(df, spec)
+    payload = staged(df, spec, shared=url is not None)
     store = registry(url)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     reserve = None if queue else worker_id()

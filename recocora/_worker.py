@@ -138,7 +138,8 @@ def _client(api: str, settings: dict[str, Any], secret: str, state: str | None) 
 
         client = RecotapClient(**common)
     for name, value in settings["limits"].items():
-        setattr(client, name, value)
+        if name.startswith(("MAX_", "PAGE_")) and isinstance(value, int):
+            setattr(client, name, value)
     return client
 
 

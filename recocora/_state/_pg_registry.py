@@ -11,7 +11,9 @@ lease its full length again, counted from the restart, so the workers it cut off
 come back.
 
 Beside each record the database keeps what another machine needs: the run's settings (no
-secret), its staged input, its result, and its worker's log lines (``recocora_run_log``).
+secret), its staged input (Parquet only), its result, and its worker's log lines
+(``recocora_run_log``). The result is pickled, as in a run's folder, so the database is
+trusted as that folder is: let only the machines that use the key write to it.
 """
 
 from __future__ import annotations
@@ -172,7 +174,10 @@ class PgRunStore:
     def frame(self, run_id: str) -> pd.DataFrame:
         data, fmt = self._one(
             "SELECT input, input_format FROM recocora_runs WHERE run_id = %s", run_id)
-        return read_frame_bytes(bytes(data), str(fmt))
+        if fmt != "parquet":  # never unpickled: a pickle runs whatever code it names
+            raise RunError(f"Run {run_id}'s input in {self.where} is not Parquet; submit it "
+                           "again.")
+        return read_frame_bytes(bytes(data), "parquet")
 
     def result(self, run_id: str) -> pd.DataFrame | None:
         data = self._one("SELECT result FROM recocora_runs WHERE run_id = %s", run_id)[0]

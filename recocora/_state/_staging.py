@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import orjson
 import pandas as pd
 
+from ..errors import ConfigError
+
 __all__ = ["Staged", "fingerprint", "frame_bytes", "read_frame_bytes", "read_staged", "stage",
            "staged"]
 
@@ -30,16 +32,26 @@ class Staged(NamedTuple):
     spec: dict[str, Any]
 
 
-def frame_bytes(df: pd.DataFrame) -> tuple[bytes, str]:
+def frame_bytes(df: pd.DataFrame, *, shared: bool = False) -> tuple[bytes, str]:
     """``df`` as Parquet, or as a pickle when Arrow cannot hold it (mixed-type columns,
-    non-text column names): ``(data, format)``."""
+    non-text column names): ``(data, format)``. A frame ``shared`` through the state
+    database must be Parquet: reading a pickle runs whatever code it names, and the workers
+    reading the database hold the keys."""
     import pyarrow as pa  # type: ignore[import-untyped]
 
     buffer = io.BytesIO()
     try:
         df.to_parquet(buffer, engine="pyarrow")
         return buffer.getvalue(), "parquet"
-    except (pa.ArrowException, ValueError, TypeError):
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        if shared:
+            reason = " ".join(str(exc).split())[:200]
+            raise ConfigError(
+                "A run kept in the state database stores its frame as Parquet, which cannot "
+                f"hold this one ({reason}). Give each column one type (for instance "
+                "df[column] = df[column].astype(str)) and text column names, or keep the run "
+                "on this machine (state='local' on the client)."
+            ) from None
         buffer = io.BytesIO()
     df.to_pickle(buffer)
     return buffer.getvalue(), "pickle"
@@ -52,8 +64,8 @@ def read_frame_bytes(data: bytes, fmt: str) -> pd.DataFrame:
     return frame
 
 
-def staged(df: pd.DataFrame, spec: dict[str, Any]) -> Staged:
-    data, fmt = frame_bytes(df)
+def staged(df: pd.DataFrame, spec: dict[str, Any], *, shared: bool = False) -> Staged:
+    data, fmt = frame_bytes(df, shared=shared)
     return Staged(data, fmt, spec)
 
 

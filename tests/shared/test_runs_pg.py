@@ -112,15 +112,25 @@ def ok_posts(sb: Sandbox) -> int:
 
 
 def test_a_queued_run_waits_for_a_worker_elsewhere_and_a_third_machine_reads_it(
-    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient],
+    rtp_client_for: Callable[..., RecotapClient], machines: Machines,
 ) -> None:
     frame = accounts(23)
     run = frame.cora.upsert(client=cora_client_for(rows=5, state=machines.url),
                             background="queue")
     assert run.state == "queued" and run.info()["mode"] == "queue"
-    assert sb.requests == []  # no worker here: it waits for one
+    add_companies(sb, 6)
+    maps = mappings(6).recotap.map_ids(client=rtp_client_for(state=machines.url),
+                                       background="queue")
+    other_key = accounts(2, start=90).cora.upsert(
+        client=cora_client_for(api_key="cora_org_elsewhere.s3cret", state=machines.url),
+        background="queue")
+    assert sb.requests == []  # no worker here: they wait for one
     out, err = machines.finish(machines.start("worker", "--once"))
-    assert f"claimed run {run.id}" in err and "stops" in err
+    assert f"claimed run {run.id}" in err and f"claimed run {maps.id}" in err
+    assert "stops" in err
+    assert maps.state == "succeeded" and maps.counts == {"mapped": 6}
+    assert other_key.state == "queued"  # a key this worker does not hold: never claimed
     reader = machines.start(run.id, code=(
         "import sys, recocora, tests.shared.pg_worker as short\n"
         "short.shorten()\n"
@@ -305,6 +315,10 @@ def test_queue_and_worker_refuse_what_they_cannot_do(
     with pytest.raises(ConfigError, match="journal"):
         accounts(2).cora.upsert(client=cora_client_for(state=state_url), background="queue",
                                 journal=tmp_path / "j.db")
+    mixed = accounts(3)
+    mixed["metadata.filenumber"] = ["F-1", 2, "F-3"]  # valid, but no Parquet column
+    with pytest.raises(ConfigError, match="Parquet"):
+        mixed.cora.upsert(client=cora_client_for(state=state_url), background=True)
     with pytest.raises(ValueError, match="'queue'"):
         accounts(2).cora.upsert(client=cora_client_for(), background="later")  # type: ignore
     assert main(["worker", "--once"]) == 2
