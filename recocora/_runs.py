@@ -135,10 +135,15 @@ class Run:
         return self.state in FINAL_STATES
 
     def folder(self) -> Path:
-        """The run's folder on the machine whose worker ran it last: staged input, journal,
-        result and log of a run on this machine; the worker's output of one in a state
-        database (which holds the rest)."""
-        return Path(self._record()["run_dir"])
+        """The run's folder: staged input, journal, result and log of a run on this machine;
+        for a run in a state database (which holds the rest), where the worker last started
+        for it wrote its output, on that worker's machine."""
+        record = self._record()
+        if not record["run_dir"]:
+            raise RunError(f"Run {self.id} has no folder: it is kept in {self._store.where} "
+                           "and no worker process was started for it; run.log() shows its "
+                           "log.", state=record["state"])
+        return Path(record["run_dir"])
 
     def log(self) -> str:
         """The worker's log: when it started, each answer's progress, how it ended."""

@@ -60,9 +60,10 @@ def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in fields.items()}
 
 
-def _assignments(fields: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``SET`` items for ``fields`` and their named parameters."""
-    return ", ".join(f"{k} = {_mark(k)}" for k in fields), _values(fields)
+def _assignments(fields: Mapping[str, Any], *fixed: str) -> tuple[str, dict[str, Any]]:
+    """The ``SET`` list for ``fields`` (and the ``fixed`` items), and its named parameters."""
+    items = [*(f"{k} = {_mark(k)}" for k in fields), *fixed]
+    return ", ".join(items), _values(fields)
 
 
 def _records(cursor: Any) -> list[dict[str, Any]]:
@@ -209,23 +210,24 @@ class PgRunStore:
                 **fields: Any) -> bool:
         """Back in the queue: held for the worker ``reserve`` about to be started, or (a
         queued run) for any ``recocora worker`` with its key."""
-        sets, values = _assignments({**fields, "owner": reserve})
         lease = f"lease_until = {_STARTING}" if reserve else "lease_until = NULL"
+        sets, values = _assignments(
+            {**fields, "owner": reserve}, "state = 'queued'", "spec = %(spec)s::jsonb",
+            "result = NULL", "lease_s = %(lease)s", lease)
         params = {**values, "run_id": run_id, "spec": orjson.dumps(spec).decode(),
                   "lease": self.LEASE_S, "start": self.START_S}
         changed: bool = self._run(lambda conn: conn.execute(
-            f"UPDATE recocora_runs SET {sets}, state = 'queued', spec = %(spec)s::jsonb, "
-            f"result = NULL, lease_s = %(lease)s, {lease} WHERE run_id = %(run_id)s "
+            f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s "
             "AND state IN ('interrupted', 'failed')", params).rowcount > 0, "resume a run")
         return changed
 
     def claim(self, run_id: str, worker: str | None, **fields: Any) -> bool:
         """The queued run held for ``worker`` becomes its run (``running``), leased for the
         length its submitter chose."""
-        sets, values = _assignments(fields)
+        sets, values = _assignments(fields, "state = 'running'", _RENEW)
         params = {**values, "run_id": run_id, "owner": worker}
         claimed: bool = self._run(lambda conn: conn.execute(
-            f"UPDATE recocora_runs SET {sets}, state = 'running', {_RENEW} "
+            f"UPDATE recocora_runs SET {sets} "
             "WHERE run_id = %(run_id)s AND state = 'queued' AND owner = %(owner)s",
             params).rowcount > 0, "claim a run", wait=True)
         return claimed
@@ -238,16 +240,17 @@ class PgRunStore:
         wanted = list(keys)
         if not wanted:
             return None
-        sets, values = _assignments(fields)
+        sets, values = _assignments(
+            fields, "state = 'running'", "owner = %(owner)s",
+            "started_at = COALESCE(started_at, %(now)s)", "lease_s = %(lease)s",
+            f"lease_until = {_UNTIL}")
         pairs = ", ".join(f"(%(a{i})s, %(k{i})s, %(b{i})s)" for i in range(len(wanted)))
         params: dict[str, Any] = {**values, "owner": worker, "lease": self.LEASE_S,
                                   "now": now_iso()}
         for i, (api, label, base_url) in enumerate(wanted):
             params.update({f"a{i}": api, f"k{i}": label, f"b{i}": base_url})
         row = self._run(lambda conn: conn.execute(
-            f"UPDATE recocora_runs SET {sets}, state = 'running', owner = %(owner)s, "
-            "started_at = COALESCE(started_at, %(now)s), "
-            f"lease_s = %(lease)s, lease_until = {_UNTIL} WHERE state = 'queued' AND run_id = ("
+            f"UPDATE recocora_runs SET {sets} WHERE state = 'queued' AND run_id = ("
             "SELECT run_id FROM recocora_runs WHERE state = 'queued' AND mode = 'queue' "
             f"AND (api, key_id, base_url) IN ({pairs}) ORDER BY created_at, run_id "
             "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id", params).fetchone(),
@@ -258,13 +261,13 @@ class PgRunStore:
              lines: list[str]) -> bool | None:
         """Renew ``worker``'s lease, write progress and log lines: whether a cancel was asked
         for, or ``None`` when the run is no longer ``worker``'s (its lease ran out)."""
-        sets, values = _assignments({**fields, "heartbeat_at": now_iso()})
+        sets, values = _assignments({**fields, "heartbeat_at": now_iso()}, _RENEW)
         params = {**values, "run_id": run_id, "owner": worker}
 
         def renew(conn: Any) -> bool | None:
             self._log(conn, run_id, lines)
             row = conn.execute(
-                f"UPDATE recocora_runs SET {sets}, {_RENEW} WHERE run_id = %(run_id)s "
+                f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s "
                 "AND owner = %(owner)s AND state = 'running' RETURNING cancel_requested",
                 params).fetchone()
             return None if row is None else bool(row[0])
@@ -287,14 +290,14 @@ class PgRunStore:
             buffer = io.BytesIO()
             result.to_pickle(buffer)
             data = buffer.getvalue()
-        sets, values = _assignments(fields)
+        sets, values = _assignments(fields, "result = COALESCE(%(result)s, result)",
+                                    "lease_until = NULL")
         params = {**values, "run_id": run_id, "owner": worker, "result": data}
 
         def end(conn: Any) -> bool:
             self._log(conn, run_id, lines)
             return bool(conn.execute(
-                f"UPDATE recocora_runs SET {sets}, result = COALESCE(%(result)s, result), "
-                "lease_until = NULL WHERE run_id = %(run_id)s AND owner = %(owner)s "
+                f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s AND owner = %(owner)s "
                 "AND state = 'running'", params).rowcount > 0)
 
         done: bool = self._run(end, "record a run's outcome", wait=True)

@@ -177,7 +177,7 @@ def test_a_stopped_worker_finishes_the_request_in_flight_and_gives_the_run_back(
     sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
 ) -> None:
     sb.set_cora_window(0.3)
-    frame = accounts(32)
+    frame = accounts(48)
     run = frame.cora.upsert(client=cora_client_for(rows=4, min_interval=0.3,
                                                    state=machines.url), background="queue")
     first = machines.start("worker")  # long-lived: claims, then works until told to stop
@@ -191,10 +191,33 @@ def test_a_stopped_worker_finishes_the_request_in_flight_and_gives_the_run_back(
     assert done_before == 4 * ok_posts(sb)  # every answer that arrived was recorded
     machines.finish(machines.start("worker", "--once"))
     res = run.wait(timeout=RUN_LIMIT_S)
-    assert run.info()["attempts"] == 2 and run.rows_done == 32
-    assert (res["cora_status"] == "created").sum() == 32 - done_before
-    assert ok_posts(sb) == len(bulk_posts(sb)) == 8  # no chunk sent twice
+    assert run.info()["attempts"] == 2 and run.rows_done == 48
+    assert (res["cora_status"] == "created").sum() == 48 - done_before
+    assert ok_posts(sb) == len(bulk_posts(sb)) == 12  # no chunk sent twice
     exactly_stored(sb, frame)
+
+
+def test_a_lease_holds_a_run_for_one_worker_until_it_runs_out(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    run = accounts(4).cora.upsert(client=cora_client_for(state=machines.url),
+                                  background="queue")
+    store = PgRunStore(machines.url)
+    keys = [("cora", "sandbox", sb.cora_base_url)]
+    assert store.claim_next("worker-a", keys) == run.id
+    assert store.claim_next("worker-b", keys) is None  # held: nothing else to claim
+    assert store.beat(run.id, "worker-a", {"rows_done": 2}, ["a line"]) is False
+    assert store.beat(run.id, "worker-b", {"rows_done": 3}, []) is None  # not its run
+    assert run.rows_done == 2 and run.state == "running"
+    until(lambda: run.state == "interrupted", what="the lease running out")
+    assert store.beat(run.id, "worker-a", {"rows_done": 4}, []) is None  # too late
+    run.resume()  # a queued run goes back in the queue, for any worker with its key
+    assert (run.state, run.info()["owner"], run.info()["attempts"]) == ("queued", None, 2)
+    assert store.claim_next("worker-b", keys) == run.id
+    assert not store.finish(run.id, "worker-a", None, [], state="succeeded")
+    assert store.finish(run.id, "worker-b", None, ["done"], state="cancelled")
+    assert run.state == "cancelled" and run.log().splitlines() == ["a line", "done"]
+    assert run.rows_done == 2 and sb.requests == []
 
 
 # --------------------------------------------------------------------------- takeover
@@ -206,7 +229,7 @@ import tests.shared.pg_worker as short
 import recocora
 short.shorten()
 run = recocora.attach(sys.argv[1])
-while run.state != "interrupted":
+while run.state not in ("interrupted", "succeeded"):
     time.sleep(0.02)
 print(time.time(), flush=True)
 run.resume()
@@ -217,9 +240,9 @@ print(run.state, run.info()["host"], flush=True)
 def test_a_killed_worker_is_taken_over_from_another_machine(
     sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
 ) -> None:
-    sb.set_cora_window(0.2)
-    frame = accounts(45)
-    run = frame.cora.upsert(client=cora_client_for(rows=5, min_interval=0.2,
+    sb.set_cora_window(0.3)
+    frame = accounts(60)
+    run = frame.cora.upsert(client=cora_client_for(rows=5, min_interval=0.3,
                                                    state=machines.url), background=True)
     until(lambda: run.rows_done >= 10, what="two answers")
     os.kill(int(run.info()["pid"]), signal.SIGKILL)
@@ -232,12 +255,12 @@ def test_a_killed_worker_is_taken_over_from_another_machine(
     assert run.state == "succeeded" and run.info()["attempts"] == 2
     assert set(res["cora_status"]) <= {"created", "skipped", "unchanged"}
     exactly_stored(sb, frame)
-    assert ok_posts(sb) <= 9 + 1  # at most the chunk in flight at the kill, twice
+    assert ok_posts(sb) <= 12 + 1  # at most the chunk in flight at the kill, twice
     target = journal_target("cora", sb.cora_base_url, "sandbox")
     acks = PgJournal(machines.url, api="cora", target=f"{target} run {run.id}").acks()
     assert sorted(acks["key"]) == sorted(frame["externalId"])
     print(f"takeover: interrupted seen {float(seen_at) - killed_at:.2f} s after the SIGKILL "
-          f"(lease {PgRunStore.LEASE_S:g} s); {ok_posts(sb)} bulk requests for 9 chunks")
+          f"(lease {PgRunStore.LEASE_S:g} s); {ok_posts(sb)} bulk requests for 12 chunks")
 
 
 # --------------------------------------------------------------------------- outage
@@ -247,12 +270,12 @@ def test_a_database_outage_pauses_the_run_and_loses_nothing(
     sb: Sandbox, cora_client_for: Callable[..., CoraClient], own_postgres: Any,
     tmp_path: Path,
 ) -> None:
-    sb.set_cora_window(0.2)
+    sb.set_cora_window(0.3)
     url = durable_database(own_postgres)
     group = Machines(tmp_path, sb, url)
-    frame = accounts(40)
+    frame = accounts(48)
     try:
-        run = frame.cora.upsert(client=cora_client_for(rows=4, min_interval=0.2, state=url),
+        run = frame.cora.upsert(client=cora_client_for(rows=4, min_interval=0.3, state=url),
                                 background="queue")
         worker = group.start("worker", "--once")
         until(lambda: run.rows_done >= 8, what="two answers")
@@ -267,7 +290,7 @@ def test_a_database_outage_pauses_the_run_and_loses_nothing(
         assert run.state == "succeeded" and run.info()["attempts"] == 1
         assert (res["cora_status"] == "created").all()
         exactly_stored(sb, frame)
-        assert ok_posts(sb) == len(bulk_posts(sb)) == 10
+        assert ok_posts(sb) == len(bulk_posts(sb)) == 12
         assert sent_during <= 1  # the request in flight; its answer waited to be recorded
         target = journal_target("cora", sb.cora_base_url, "sandbox")
         acks = PgJournal(url, api="cora", target=f"{target} run {run.id}").acks()
