@@ -220,9 +220,9 @@ def _add_journal(p: argparse.ArgumentParser) -> None:
                         "(the others come back skipped)")
     g.add_argument("--force", action="store_true",
                    help="with --journal: send every row again")
-    g.add_argument("--background", action="store_true",
-                   help="validate, then hand the run to a worker process and print its id "
-                        "at once; follow it with 'recocora runs'")
+    g.add_argument("--background", nargs="?", const=True, default=False, choices=["queue"],
+                   help="validate, hand the run to a worker process, print its id at once "
+                        "('queue': for a recocora worker); follow it with 'recocora runs'")
     g.add_argument("--max-failed", metavar="N", type=_max_failed,
                    help="stop once more than N rows failed (a count, or a fraction of the "
                         "rows sent such as 0.05); the partial results are still written")
@@ -293,7 +293,8 @@ def _run_cora_upsert(args: argparse.Namespace) -> int:
         with contextlib.closing(client):
             return _started(frame.cora.upsert(
                 client=client, columns=columns, mode=args.mode, dry_run=args.dry_run,
-                include_changes=args.include_changes, **_run_kwargs(args), background=True))
+                include_changes=args.include_changes, background=args.background,
+                **_run_kwargs(args)))
     try:
         if args.diff:
             options = cora_run.UpsertOptions(columns=columns, mode=args.mode,
@@ -360,7 +361,7 @@ def _run_recotap_map(args: argparse.Namespace) -> int:
             return _started(frame.recotap.map_ids(
                 client=client, domain=args.domain_col, external_id=args.id_col,
                 overwrite=args.overwrite, verify=args.verify, **_run_kwargs(args),
-                background=True))
+                background=args.background))
     try:
         if preview:
             result = recotap_run.diff(frame, client, options)

@@ -329,6 +329,23 @@ def test_cancel_from_another_machine_and_a_queued_run_cancelled_at_once(
     assert listed.to_dict() == {run.id: "cancelled", waiting.id: "cancelled"}
 
 
+def test_cli_queues_lists_and_cancels_through_the_state_database(
+    sb: Sandbox, machines: Machines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in sb.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RECOCORA_STATE_URL", machines.url)
+    path = tmp_path / "accounts.csv"
+    accounts(6).to_csv(path, index=False)
+    assert main(["cora", "upsert", str(path), "--background", "queue"]) == 0
+    run_id = capsys.readouterr().out.strip()
+    assert recocora.attach(run_id).state == "queued"
+    assert main(["runs"]) == 0 and run_id in capsys.readouterr().out
+    assert main(["runs", "cancel", run_id]) == 0
+    assert recocora.attach(run_id).state == "cancelled" and sb.requests == []
+
+
 def test_queue_and_worker_refuse_what_they_cannot_do(
     sb: Sandbox, cora_client_for: Callable[..., CoraClient], state_url: str,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
