@@ -55,7 +55,7 @@ def _settled(store: RunStore, run_id: str) -> dict[str, Any]:
     if record is None:
         raise RunError(f"No background run {run_id!r} in {store.where}; recocora.runs() "
                        "lists the known ones.")
-    if not store.leases and record["state"] in LIVE_STATES and not alive(record):
+    if not store.shared and record["state"] in LIVE_STATES and not alive(record):
         store.update(run_id, when_state=LIVE_STATES, state="interrupted")
         record = store.get(run_id) or record
     return record
@@ -202,7 +202,7 @@ class Run:
         if record.get("mode") == "queue" and store.update(
                 self.id, when_state=("queued",), state="cancelled", finished_at=now_iso()):
             return
-        if (record["state"] == "running" and not store.leases
+        if (record["state"] == "running" and not store.shared
                 and record.get("host") == socket.gethostname()):
             # The worker also notices the request within a second; the signal saves that.
             with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
@@ -251,7 +251,7 @@ class Run:
         if client is None:
             # A base URL read from a shared database is never trusted with the key: the
             # environment names the server, and it must be the run's.
-            where = None if self._store.leases else record["base_url"]
+            where = None if self._store.shared else record["base_url"]
             client = client_from_env(api, where, self._url)
         try:
             if key_label(api, client) != record["key_id"]:
@@ -314,7 +314,7 @@ def runs(state: str | None = None) -> pd.DataFrame:
     >>> recocora.runs()[["run_id", "state", "rows"]]  # doctest: +SKIP
     """
     store = registry(state_url(state))
-    records = [_settled(store, r["run_id"]) if not store.leases else r for r in store.all()]
+    records = [_settled(store, r["run_id"]) if not store.shared else r for r in store.all()]
     statuses: list[str] = []
     for record in records:
         statuses += [s for s in record["counts"] if s not in statuses]

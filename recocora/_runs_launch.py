@@ -143,7 +143,8 @@ def spawn(store: RunStore, run_id: str, given: Mapping[str, Any]) -> None:
     does not take it down), ``given`` (key, base URL, state URL, worker id) on its standard
     input; its output goes to ``worker.log`` in the run's folder on this machine."""
     record = store.get(run_id) or {}
-    folder = Path(record.get("run_dir") or runs_dir() / run_id)
+    local = not store.shared and record.get("run_dir")
+    folder = Path(record["run_dir"]) if local else runs_dir() / run_id
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RECOCORA_CACHE_DIR": str(cache_dir())}
     with (folder / "worker.log").open("ab") as log:

@@ -78,7 +78,7 @@ class PgRunStore:
     >>> PgRunStore(url).all()  # doctest: +SKIP
     """
 
-    leases = True
+    shared = True
     #: Seconds a claim or a heartbeat holds a run for its worker.
     LEASE_S = 30.0
     #: Seconds between a worker's heartbeats: progress written, lease renewed, a cancel

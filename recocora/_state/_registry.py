@@ -76,10 +76,11 @@ CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, state)
 class RunStore(Protocol):
     """What background runs need from wherever their records live."""
 
-    #: Whether the store judges a live run's worker by its lease (``get`` and ``all``
-    #: already show a run whose lease ran out as ``interrupted``); otherwise callers look at
-    #: the worker's process.
-    leases: bool
+    #: Whether machines share the store (a state database). Then it judges a live run's
+    #: worker by its lease (``get`` and ``all`` already show a run whose lease ran out as
+    #: ``interrupted``), and what a record says of a machine (folder, process, server) is
+    #: not taken as this machine's; otherwise callers look at the worker's process.
+    shared: bool
     #: Where the runs are kept, for messages (never a password).
     where: str
 
@@ -141,7 +142,7 @@ class SqliteRunStore:
     each run's files in a folder beside it: ``run.json`` (settings), the staged input,
     ``result.pkl`` and ``worker.log``."""
 
-    leases = False
+    shared = False
     #: Seconds between a worker's heartbeats (progress written, cancel request looked for).
     HEARTBEAT_S = 0.5
 

@@ -253,6 +253,7 @@ def test_a_killed_worker_is_taken_over_from_another_machine(
     assert resumed.startswith("queued")
     res = run.wait(timeout=RUN_LIMIT_S)
     assert run.state == "succeeded" and run.info()["attempts"] == 2
+    assert "/machine-" in run.info()["run_dir"]  # the other machine's worker finished it
     assert set(res["cora_status"]) <= {"created", "skipped", "unchanged"}
     exactly_stored(sb, frame)
     assert ok_posts(sb) <= 12 + 1  # at most the chunk in flight at the kill, twice
