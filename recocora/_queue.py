@@ -78,9 +78,14 @@ class Queue:
         self.gate: Gate | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
-        if self.gate is not None:
-            self.gate.on_signal(signum, frame)
+        gate = self.gate
+        if gate is None:
+            self.stopping = True
+            return
+        try:  # a SIGINT may also be the heartbeat stopping this run only (a cancel)
+            gate.on_signal(signum, frame)
+        finally:
+            self.stopping = self.stopping or gate.stopping
 
     def serve(self, *, once: bool = False) -> int:
         """Claim and do runs until stopped (``once``: until the queue is empty)."""

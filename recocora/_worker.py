@@ -209,7 +209,7 @@ def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str
         options["journal"] = store.own_journal(run_id, api, target)
     client = _client(api, {**spec["client"], "base_url": base_url}, str(given["api_key"]),
                      state)
-    if api == "cora":
+    if api == "cora":  # the limiter is the process's, for its key: unwrapped at the end
         vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
     # A resumed run goes on counting from where the last attempt left off: its journal skips
     # the rows already answered, so this attempt's events cover only the rest.
@@ -252,6 +252,8 @@ def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str
         gate.disarm()  # the run is over: nothing to stop
         beat.stop.set()
         beat.join()
+        if api == "cora":
+            vars(client.limiter).pop("acquire", None)
         client.close()
     final = progress()
     final.pop("eta_s", None)

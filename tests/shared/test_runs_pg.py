@@ -173,28 +173,33 @@ def test_two_workers_racing_for_one_queued_run_exactly_one_runs_it(
     exactly_stored(sb, frame)
 
 
-def test_a_stopped_worker_finishes_the_request_in_flight_and_gives_the_run_back(
+def test_a_worker_goes_on_after_a_cancel_and_gives_its_run_back_when_stopped(
     sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
 ) -> None:
     sb.set_cora_window(0.3)
+    client = cora_client_for(rows=4, min_interval=0.3, state=machines.url)
+    cancelled = accounts(40, start=500).cora.upsert(client=client, background="queue")
     frame = accounts(48)
-    run = frame.cora.upsert(client=cora_client_for(rows=4, min_interval=0.3,
-                                                   state=machines.url), background="queue")
-    first = machines.start("worker")  # long-lived: claims, then works until told to stop
-    until(lambda: run.rows_done >= 8, what="two answers")
-    first.send_signal(signal.SIGTERM)
-    _, err = machines.finish(first)
+    run = frame.cora.upsert(client=client, background="queue")
+    worker = machines.start("worker")  # long-lived: claims, works until told to stop
+    until(lambda: cancelled.rows_done >= 8, what="two answers of the first run")
+    cancelled.cancel()
+    assert cancelled.wait(timeout=RUN_LIMIT_S)["cora_status"].eq("not_sent").any()
+    until(lambda: run.rows_done >= 8, what="the worker going on with the next run")
+    worker.send_signal(signal.SIGTERM)
+    _, err = machines.finish(worker)
     assert "goes back in the queue" in err
     back = run.info()
     assert back["state"] == "queued" and back["owner"] is None
     done_before = back["rows_done"]
-    assert done_before == 4 * ok_posts(sb)  # every answer that arrived was recorded
+    # Every answer that arrived was recorded before the run was given back.
+    assert done_before == 4 * (ok_posts(sb) - cancelled.rows_done // 4)
     machines.finish(machines.start("worker", "--once"))
     res = run.wait(timeout=RUN_LIMIT_S)
     assert run.info()["attempts"] == 2 and run.rows_done == 48
     assert (res["cora_status"] == "created").sum() == 48 - done_before
-    assert ok_posts(sb) == len(bulk_posts(sb)) == 12  # no chunk sent twice
-    exactly_stored(sb, frame)
+    exactly_stored(sb, pd.concat([frame, accounts(cancelled.rows_done, start=500)]))
+    assert ok_posts(sb) == len(bulk_posts(sb)) == 12 + cancelled.rows_done // 4
 
 
 def test_a_lease_holds_a_run_for_one_worker_until_it_runs_out(
