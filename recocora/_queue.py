@@ -127,6 +127,8 @@ class Queue:
             self.gate.reason = "shutdown"
         try:
             outcome = perform(self.store, run_id, self.worker, given, self.gate, lines)
+        except Exception as exc:  # the worker goes on; the run's lease runs out
+            outcome = f"left unfinished ({type(exc).__name__}: {exc})"
         finally:
             self.gate = None
         log.info("run %s: %s", run_id, outcome)

@@ -12,6 +12,7 @@ effect before the next request, after the answer in flight has been recorded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -25,12 +26,13 @@ from types import FrameType
 from typing import Any
 
 import orjson
+import pandas as pd
 
 from ._progress import Progress
 from ._runs_launch import process_start, registry
 from ._state import journal_target
 from ._state._registry import RunStore, now_iso
-from .errors import RecocoraError, RunInterrupted
+from .errors import RecocoraError, RunInterrupted, StateError
 
 __all__ = ["Gate", "LogLines", "main", "perform", "worker_logging"]
 
@@ -195,22 +197,50 @@ class _Heartbeat(threading.Thread):
                 failing = True
 
 
+def _attempt(store: RunStore, run_id: str, given: Mapping[str, Any], gate: Gate,
+             listen: Callable[[Progress], None]) -> tuple[pd.DataFrame | None, str, str | None]:
+    """One attempt at the run through the accessor a user calls: ``(result, outcome,
+    error)``. Whatever stops it, even before its first request, is its outcome."""
+    client: Any = None
+    try:
+        spec = store.spec(run_id)
+        api, base_url = spec["api"], str(given["base_url"])
+        options = dict(spec["options"])
+        if options.get("journal") in (None, False):
+            target = journal_target(api, base_url, spec["key_id"])
+            options["journal"] = store.own_journal(run_id, api, target)
+        client = _client(api, {**spec["client"], "base_url": base_url},
+                         str(given["api_key"]), given.get("state"))
+        if api == "cora":  # the limiter is the process's, for its key: unwrapped at the end
+            vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
+        df = store.frame(run_id)
+        call = df.cora.upsert if api == "cora" else df.recotap.map_ids
+        return call(client=client, progress=False, on_progress=listen, **options), \
+            "succeeded", None
+    except RunInterrupted as stop:
+        return stop.result, "cancelled", None if gate.reason else str(stop)
+    except KeyboardInterrupt:
+        return None, "cancelled", None
+    except RecocoraError as exc:
+        return exc.result, "failed", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        log.error("%s", traceback.format_exc())
+        return None, "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        gate.disarm()  # the run is over: nothing to stop
+        if client is not None:
+            limiter = getattr(client, "limiter", None)
+            if limiter is not None:
+                vars(limiter).pop("acquire", None)
+            client.close()
+
+
 def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str, Any],
             gate: Gate, lines: LogLines) -> str:
     """Do the run ``run_id``, already claimed by ``worker``, to its end and record it: its
     final state; ``queued`` when a stopping worker gave it back, ``lost`` when its lease
     went to another worker first."""
     record = store.get(run_id) or {}
-    spec = store.spec(run_id)
-    api, base_url, state = spec["api"], str(given["base_url"]), given.get("state")
-    options = dict(spec["options"])
-    if options.get("journal") in (None, False):
-        target = journal_target(api, base_url, spec["key_id"])
-        options["journal"] = store.own_journal(run_id, api, target)
-    client = _client(api, {**spec["client"], "base_url": base_url}, str(given["api_key"]),
-                     state)
-    if api == "cora":  # the limiter is the process's, for its key: unwrapped at the end
-        vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
     # A resumed run goes on counting from where the last attempt left off: its journal skips
     # the rows already answered, so this attempt's events cover only the rest.
     before = {"requests": int(record["requests"]), "rate_limited": int(record["rate_limited"])}
@@ -230,36 +260,17 @@ def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str
 
     beat = _Heartbeat(store, run_id, worker, progress, gate, lines, store.pulse(record))
     beat.start()
-    result = None
-    error: str | None = None
     try:
-        df = store.frame(run_id)
-        call = df.cora.upsert if api == "cora" else df.recotap.map_ids
-        result = call(client=client, progress=False, on_progress=listen, **options)
-        outcome = "succeeded"
-    except RunInterrupted as stop:
-        result, outcome = stop.result, "cancelled"
-        error = None if gate.reason else str(stop)
-    except KeyboardInterrupt:
-        outcome = "cancelled"
-    except RecocoraError as exc:
-        result, outcome = exc.result, "failed"
-        error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:
-        outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-        log.error("%s", traceback.format_exc())
+        result, outcome, error = _attempt(store, run_id, given, gate, listen)
     finally:
-        gate.disarm()  # the run is over: nothing to stop
         beat.stop.set()
         beat.join()
-        if api == "cora":
-            vars(client.limiter).pop("acquire", None)
-        client.close()
     final = progress()
     final.pop("eta_s", None)
     if outcome == "cancelled" and gate.reason == "lost":
         log.warning("run %s left to the worker that holds it now", run_id)
-        store.beat(run_id, worker, {}, lines.take())
+        with contextlib.suppress(StateError):  # its last log lines, if the database answers
+            store.beat(run_id, worker, {}, lines.take())
         return "lost"
     if outcome == "cancelled" and gate.reason == "shutdown":
         log.info("worker stopping: run %s goes back in the queue after %s rows", run_id,
