@@ -257,6 +257,7 @@ def test_a_killed_worker_is_taken_over_from_another_machine(
     seen_at, resumed = out.splitlines()
     assert resumed.startswith("queued")
     res = run.wait(timeout=RUN_LIMIT_S)
+    finished_after = time.time() - killed_at
     assert run.state == "succeeded" and run.info()["attempts"] == 2
     assert "/machine-" in run.info()["run_dir"]  # the other machine's worker finished it
     assert set(res["cora_status"]) <= {"created", "skipped", "unchanged"}
@@ -266,7 +267,8 @@ def test_a_killed_worker_is_taken_over_from_another_machine(
     acks = PgJournal(machines.url, api="cora", target=f"{target} run {run.id}").acks()
     assert sorted(acks["key"]) == sorted(frame["externalId"])
     print(f"takeover: interrupted seen {float(seen_at) - killed_at:.2f} s after the SIGKILL "
-          f"(lease {PgRunStore.LEASE_S:g} s); {ok_posts(sb)} bulk requests for 12 chunks")
+          f"(lease {PgRunStore.LEASE_S:g} s), run finished elsewhere {finished_after:.1f} s "
+          f"after it; {ok_posts(sb)} bulk requests for 12 chunks")
 
 
 # --------------------------------------------------------------------------- outage
