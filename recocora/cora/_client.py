@@ -12,8 +12,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from .._config import cora_settings, state_url
+from .._limiter import Limiter
 from .._progress import Pace
-from .._ratelimit import SpacingLimiter, limiter_for
+from .._ratelimit import limiter_for
 from .._transport import Reply, RetryPolicy, Transport
 from .._wire import dumps
 from ..errors import (
@@ -164,7 +165,7 @@ class CoraClient:
             url, self._key, timeout=timeout, retry=retry, pool_size=self.max_concurrency,
             window=self.min_interval,
         )
-        self.limiter: SpacingLimiter = limiter_for(url, self._key.key_id, self.min_interval)
+        self.limiter: Limiter = limiter_for(url, self._key.key_id, self.min_interval)
 
     @property
     def key_id(self) -> str:
