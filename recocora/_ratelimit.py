@@ -11,6 +11,10 @@ every process on the machine, which wall-clock changes do not move); no key, no 
 name is a digest of the base URL and the key id. Where the file cannot be used (a read-only
 cache directory, Windows) the limiter falls back to spacing within the process, and says so
 in a DEBUG log line.
+
+Machines that share a key share a state database instead (a client's ``state=`` or
+``RECOCORA_STATE_URL``): :func:`limiter_for` then gives the key's
+:class:`~recocora._state._pg_limiter.PgLimiter`, which books every turn on the database's clock.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from ._config import cache_dir
 from ._limiter import Limiter, scope_digest
+from ._state._pg_limiter import PgLimiter
 
 if sys.platform != "win32":
     import fcntl
@@ -310,7 +315,7 @@ class SpacingLimiter(Limiter):
             self._learned = self.decayed(self._learned)
 
 
-_registry: dict[tuple[str, str], Limiter] = {}
+_registry: dict[tuple[str | None, str, str], Limiter] = {}
 _registry_lock = threading.Lock()
 
 
@@ -325,9 +330,13 @@ def slot_file_for(scope: str, key_id: str) -> Path:
     return cache_dir() / "ratelimit" / f"{scope_digest(scope, key_id)}.slot"
 
 
-def limiter_for(scope: str, key_id: str, interval: float) -> Limiter:
+def limiter_for(scope: str, key_id: str, interval: float, *, state: str | None = None
+                ) -> Limiter:
     """The limiter of one key at one service (``scope`` is the base URL), shared by every
-    client in this process and, through :func:`slot_file_for`, with other processes.
+    client in this process and, through :func:`slot_file_for`, with other processes; with
+    ``state`` (a ``postgresql://`` URL), through that database with every machine
+    (:class:`~recocora._state._pg_limiter.PgLimiter`). One limiter per state, service and
+    key in a process.
 
     A client built later with another interval sets it for all in this process (the latest
     settings win, as when a notebook cell is edited and run again); the booked slot is kept.
@@ -335,11 +344,13 @@ def limiter_for(scope: str, key_id: str, interval: float) -> Limiter:
     limiter leaves the room for that again (:meth:`SpacingLimiter.new_connection`).
     """
     with _registry_lock:
-        lim = _registry.get((scope, key_id))
+        lim = _registry.get((state, scope, key_id))
         if lim is None:
-            lim = _registry[(scope, key_id)] = SpacingLimiter(
-                interval, shared=slot_file_for(scope, key_id)
-            )
+            if state is not None:
+                lim = PgLimiter(state, scope_digest(scope, key_id), interval)
+            else:
+                lim = SpacingLimiter(interval, shared=slot_file_for(scope, key_id))
+            _registry[(state, scope, key_id)] = lim
         else:
             lim.interval = interval
             lim.new_connection()
