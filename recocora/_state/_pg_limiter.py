@@ -148,10 +148,13 @@ class PgLimiter(Limiter):
     ``sleep`` and ``clock`` (monotonic) may be replaced to test late wake-ups.
     """
 
-    #: On one clock the room covers the send deadline (below) and the network's jitter
-    #: between the sender and the server's stamp; no delay between processes' clocks needs
-    #: room as it does for the slot file. Half the file's share under a one-second interval:
-    #: 12 ms at 0.3 s (a 96% share of the key), and the full :attr:`ROOM` at Cora's 20 s.
+    #: The room covers how late a sender may be after its slot (the send deadline, half of
+    #: it) and the jitter from writing a request to the server's stamp (the other half). The
+    #: slot file's room must also absorb any delay between a booking and its request, which
+    #: nothing bounds there; here the deadline bounds it on one clock, so under a one-second
+    #: interval half the file's share will do: 12 ms at 0.3 s, a 96% share of the key (its
+    #: senders reach a sandbox 1-15 ms after their slots on a loaded 2-core machine). At
+    #: Cora's 20 s the absolute :attr:`ROOM` applies, as for the file.
     ROOM_SHARE = Limiter.ROOM_SHARE / 2
     #: A request later than this share of the room after its slot is not sent: its turn is
     #: moved to now (nobody booked after it) or booked again.
