@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["Listener", "Pace", "Progress", "TextBar", "format_duration"]
+__all__ = ["Listener", "Pace", "Progress", "TextBar", "format_duration", "sharing_note"]
 
 
 def format_duration(seconds: float) -> str:
@@ -33,6 +33,15 @@ def format_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"~{seconds / 60:.0f} min"
     return f"~{seconds / 3600:.1f} h"
+
+
+def sharing_note(runs: int) -> str:
+    """What a progress line says of runs taking turns on one key ("" when alone).
+
+    >>> sharing_note(3), sharing_note(1)
+    ('key shared by 3 runs', '')
+    """
+    return f"key shared by {runs} runs" if runs > 1 else ""
 
 
 @dataclass(frozen=True)
@@ -51,11 +60,18 @@ class Pace:
     #: What the rate limiter leaves beyond ``min_interval`` between two requests (its room
     #: for the server's stamping delay and jitter): part of every estimate.
     room: float = 0.0
+    #: Runs taking turns on the rate limit (machines sharing a key): each gets one turn in
+    #: this many.
+    sharing: int = 1
 
     @property
     def gap(self) -> float:
-        """Seconds from one request to the next at this pace."""
-        return self.min_interval + self.room if self.min_interval else 0.0
+        """Seconds from one request to the next at this pace.
+
+        >>> round(Pace(500, 20.0, room=0.075, sharing=3).gap, 3)
+        60.225
+        """
+        return (self.min_interval + self.room) * self.sharing if self.min_interval else 0.0
 
     def requests(self, rows: int) -> int:
         """Requests needed to send ``rows`` rows.
@@ -81,8 +97,10 @@ class Progress:
     ``rows_done`` of ``rows_total`` rows this run settles (rows skipped by the journal or
     invalid are not in either); ``counts`` are the statuses over the whole frame so far;
     ``requests`` the requests answered; ``rate_limited`` the 429 answers met on the way;
-    ``eta_s`` the seconds left at the client's pace (``None`` when unknown); ``finished`` is
-    set on the last event, whose ``counts`` equal the result's ``attrs["counts"]``.
+    ``eta_s`` the seconds left at the client's pace (``None`` when unknown); ``sharing`` the
+    runs taking turns on the key's rate limit (this one included: the ETA counts one turn in
+    that many); ``finished`` is set on the last event, whose ``counts`` equal the result's
+    ``attrs["counts"]``.
     """
 
     api: str
@@ -94,6 +112,7 @@ class Progress:
     rate_limited: int = 0
     eta_s: float | None = None
     finished: bool = False
+    sharing: int = 1
 
 
 #: What ``on_progress=`` takes: called with every :class:`Progress` of a run.
@@ -104,21 +123,32 @@ class TextBar:
     """A ``tqdm`` bar over rows with live counts by status: a :data:`Listener`.
 
     The first event opens it, showing the ETA (when it is a second or more) next to the
-    label so a long run says how long it takes before the first answer comes back; the
+    label so a long run says how long it takes before the first answer comes back, and how
+    many runs share the key's rate limit (said again whenever that changes); the
     ``finished`` event closes it.
     """
 
     def __init__(self) -> None:
         self.bar: Any = None
+        self.sharing = 1
+
+    @staticmethod
+    def describe(event: Progress) -> str:
+        """The bar's label: the run's, with the ETA and the runs sharing the key."""
+        eta = event.eta_s
+        notes = [format_duration(eta)] if eta is not None and eta >= 1 else []
+        notes += [sharing_note(event.sharing)] if event.sharing > 1 else []
+        return f"{event.label} ({', '.join(notes)})" if notes else event.label
 
     def __call__(self, event: Progress) -> None:
         if self.bar is None:
-            eta = event.eta_s
-            label = (f"{event.label} ({format_duration(eta)})"
-                     if eta is not None and eta >= 1 else event.label)
-            self.bar = tqdm(total=event.rows_total, desc=label, unit="row",
+            self.sharing = event.sharing
+            self.bar = tqdm(total=event.rows_total, desc=self.describe(event), unit="row",
                             disable=event.rows_total == 0, dynamic_ncols=True, leave=True)
         bar = self.bar
+        if event.sharing != self.sharing and not event.finished:
+            self.sharing = event.sharing
+            bar.set_description(self.describe(event), refresh=False)
         if event.counts:
             bar.set_postfix(dict(event.counts), refresh=False)
         if event.rows_done > bar.n:

@@ -11,12 +11,14 @@ every process on the machine, which wall-clock changes do not move); no key, no 
 name is a digest of the base URL and the key id. Where the file cannot be used (a read-only
 cache directory, Windows) the limiter falls back to spacing within the process, and says so
 in a DEBUG log line.
+
+Machines that share a key share a state database instead (a client's ``state=`` or
+``RECOCORA_STATE_URL``): :func:`limiter_for` then gives the key's
+:class:`~recocora._state._pg_limiter.PgLimiter`, which books every turn on the database's clock.
 """
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import logging
 import math
 import os
@@ -29,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._config import cache_dir
+from ._limiter import Limiter, scope_digest
+from ._state._pg_limiter import PgLimiter
 
 if sys.platform != "win32":
     import fcntl
@@ -97,7 +101,7 @@ class _SlotFile:
         os.pwrite(fd, _PACK.pack(value), 0)
 
 
-class SpacingLimiter:
+class SpacingLimiter(Limiter):
     """At most one request per ``interval`` seconds.
 
     ``acquire()`` blocks until a slot is free and books it; ``defer(s)`` pushes the next slot
@@ -111,21 +115,6 @@ class SpacingLimiter:
     0.0
     """
 
-    #: Room left beyond the interval after each request. The server stamps a request some
-    #: time after we let it go, and that delay varies: the network's jitter, and wherever the
-    #: server stamps its window (on arrival, after reading the body, after auth, on another
-    #: node). Tens of milliseconds on a real network, so an absolute figure, not a share of
-    #: the interval: 75 ms is 0.4% of Cora's 20 s.
-    ROOM = 0.075
-    #: Under a one-second interval (sandboxes, tests) the room is at most this share of it.
-    ROOM_SHARE = 0.08
-    #: A 429 proves the room too small for this server: the learned extra starts at half the
-    #: room and doubles with each further 429, up to this share of the interval + 20 ms.
-    LEARN_CAP_SHARE = 0.05
-    #: Each request answered without a 429 takes this share off the learned extra, so the
-    #: room converges back on what the server needs instead of staying wide for good.
-    DECAY = 0.05
-
     def __init__(
         self,
         interval: float,
@@ -134,7 +123,7 @@ class SpacingLimiter:
         sleep: Callable[[float], None] = time.sleep,
         shared: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self._file = _SlotFile(Path(shared)) if shared is not None else None
         # CLOCK_MONOTONIC is one clock for all processes of a machine (Linux, macOS).
         self._clock = clock or time.monotonic
@@ -144,7 +133,6 @@ class SpacingLimiter:
         self._cold = True
         self._learned = 0.0  # extra margin learned from 429s
         self._foreign_at = -math.inf  # when another limiter's booking was last seen
-        self._collect_s = 0.0  # how long the last collection before a slot took
         self._booked_at = -math.inf  # when, and by which thread, this limiter last booked
         self._booked_by = 0
         self._booking: tuple[float, float] | None = None  # (slot booked, slot before it)
@@ -157,10 +145,6 @@ class SpacingLimiter:
     def __repr__(self) -> str:
         where = f", shared={str(self._file.path)!r}" if self._file is not None else ""
         return f"SpacingLimiter(interval={self.interval:g}{where})"
-
-    def base_room(self) -> float:
-        """The room every gap leaves beyond the interval before any 429 (:attr:`ROOM`)."""
-        return min(self.ROOM, self.interval * self.ROOM_SHARE)
 
     def margin(self) -> float:
         """Slack added to each gap: :meth:`base_room` plus what 429s taught this limiter
@@ -178,13 +162,6 @@ class SpacingLimiter:
         if self._sharing(self._clock()):
             gap += self._foreign_extra()
         return gap
-
-    def _cold_extra(self) -> float:
-        """More room after the first request of a new client: it opens the connection (TCP,
-        and TLS in production), so it reaches the server later after its booking than the
-        warm ones that follow. 2% of the interval, at most 250 ms (two round trips on a
-        slow link)."""
-        return min(self.interval * 0.02, 0.25)
 
     def new_connection(self) -> None:
         """The next request opens a new connection (a new client was built for this key,
@@ -211,7 +188,7 @@ class SpacingLimiter:
             gap += self._foreign_extra()
         if self._cold:
             self._cold = False
-            gap += self._cold_extra()
+            gap += self.cold_extra()
         return gap
 
     @contextmanager
@@ -260,12 +237,9 @@ class SpacingLimiter:
     def acquire(self) -> float:
         """Wait for the next slot and book it. Returns the seconds waited.
 
-        A wait long enough for it starts with a garbage collection: a full collection
-        triggered by chance between the booking and the request reaching the server (tens
-        of milliseconds with a big frame in memory, more in a busy notebook) would land the
-        request late and the next one inside the window. Collecting while idle anyway
-        resets the collector's counters, so none is due during the send. (Not while another
-        thread's booking is under a second old: its request may still be on its way.)
+        A wait long enough for it starts with a garbage collection
+        (:meth:`~recocora._limiter.Limiter.collect_before`), unless another thread's booking
+        is under a second old: its request may still be on its way.
         """
         began: float | None = None
         collected = False
@@ -285,12 +259,8 @@ class SpacingLimiter:
                 delay = following - now
                 others_sending = (self._booked_by != threading.get_ident()
                                   and now - self._booked_at < 1.0)
-            if (not collected and not others_sending and gc.isenabled()
-                    and delay > max(0.05, 2 * self._collect_s)):
+            if not collected and self.collect_before(delay, busy=others_sending):
                 collected = True
-                started = time.perf_counter()
-                gc.collect()
-                self._collect_s = time.perf_counter() - started
                 continue  # the clock moved on while collecting
             self._sleep(delay)
 
@@ -328,14 +298,11 @@ class SpacingLimiter:
         >>> lim = SpacingLimiter(20.0)
         >>> lim.defer(1.0)
         >>> round(lim.margin(), 3)
-        0.09
+        0.112
         """
         with self._schedule() as fd:
             now = self._clock()
-            if self.interval > 0:
-                first = max(self.base_room() / 2, 0.005)
-                cap = self.interval * self.LEARN_CAP_SHARE + 0.02
-                self._learned = min(max(2 * self._learned, first), cap)
+            self._learned = self.widened(self._learned)
             self._next = max(self._shared_next(fd, now), now + seconds)
             if fd is not None:
                 _SlotFile.write(fd, self._next)
@@ -345,12 +312,10 @@ class SpacingLimiter:
         """A request this limiter let go was answered without a 429: the learned extra
         shrinks by :attr:`DECAY` (under a millisecond it is dropped)."""
         with self._lock:
-            self._learned *= 1.0 - self.DECAY
-            if self._learned < 0.001:
-                self._learned = 0.0
+            self._learned = self.decayed(self._learned)
 
 
-_registry: dict[tuple[str, str], SpacingLimiter] = {}
+_registry: dict[tuple[str | None, str, str], Limiter] = {}
 _registry_lock = threading.Lock()
 
 
@@ -362,13 +327,16 @@ def slot_file_for(scope: str, key_id: str) -> Path:
     >>> slot_file_for("https://api.corafone.com", "k1").suffix
     '.slot'
     """
-    digest = hashlib.sha256(f"{scope}\n{key_id}".encode()).hexdigest()[:32]
-    return cache_dir() / "ratelimit" / f"{digest}.slot"
+    return cache_dir() / "ratelimit" / f"{scope_digest(scope, key_id)}.slot"
 
 
-def limiter_for(scope: str, key_id: str, interval: float) -> SpacingLimiter:
+def limiter_for(scope: str, key_id: str, interval: float, *, state: str | None = None
+                ) -> Limiter:
     """The limiter of one key at one service (``scope`` is the base URL), shared by every
-    client in this process and, through :func:`slot_file_for`, with other processes.
+    client in this process and, through :func:`slot_file_for`, with other processes; with
+    ``state`` (a ``postgresql://`` URL), through that database with every machine
+    (:class:`~recocora._state._pg_limiter.PgLimiter`). One limiter per state, service and
+    key in a process.
 
     A client built later with another interval sets it for all in this process (the latest
     settings win, as when a notebook cell is edited and run again); the booked slot is kept.
@@ -376,11 +344,13 @@ def limiter_for(scope: str, key_id: str, interval: float) -> SpacingLimiter:
     limiter leaves the room for that again (:meth:`SpacingLimiter.new_connection`).
     """
     with _registry_lock:
-        lim = _registry.get((scope, key_id))
+        lim = _registry.get((state, scope, key_id))
         if lim is None:
-            lim = _registry[(scope, key_id)] = SpacingLimiter(
-                interval, shared=slot_file_for(scope, key_id)
-            )
+            if state is not None:
+                lim = PgLimiter(state, scope_digest(scope, key_id), interval)
+            else:
+                lim = SpacingLimiter(interval, shared=slot_file_for(scope, key_id))
+            _registry[(state, scope, key_id)] = lim
         else:
             lim.interval = interval
             lim.new_connection()

@@ -234,7 +234,8 @@ class _Run:
             )
         self.total = ad.to_send()
         try:
-            self._emit(eta=ad.pace().seconds(self.total, wait=ad.wait_time()))
+            wait = ad.wait_time()  # first: it reads how many runs share the key
+            self._emit(eta=ad.pace().seconds(self.total, wait=wait))
             settled, record = ad.prepare()
             if record is not None:
                 with deferred_interrupt():
@@ -352,15 +353,18 @@ class _Run:
         if not self.listeners:
             return
         ad = self.adapter
+        # Before the first answer the wait for the first slot counts; reading it also reads
+        # how many runs share the key, which the pace then counts with.
+        wait = ad.wait_time() if eta is None and not finished and not self.done else None
+        pace = ad.pace()
         if eta is None and not finished:
             left = max(0, self.total - self.done)
-            eta = ad.pace().seconds(left, wait=ad.pace().gap) if self.done else \
-                ad.pace().seconds(left, wait=ad.wait_time())
+            eta = pace.seconds(left, wait=pace.gap if wait is None else wait)
         event = Progress(
             api=ad.api, label=ad.label, rows_total=self.total, rows_done=self.done,
             counts=ad.counts(), requests=self.attrs["requests"],
             rate_limited=ad.rate_limited() - self.throttled_at_start,
-            eta_s=0.0 if finished else eta, finished=finished,
+            eta_s=0.0 if finished else eta, finished=finished, sharing=pace.sharing,
         )
         for listen in self.listeners:
             listen(event)

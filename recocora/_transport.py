@@ -216,6 +216,7 @@ class Transport:
         on_rate_limited: Callable[[float], None] | None = None,
         on_connection_lost: Callable[[], object] | None = None,
         on_not_sent: Callable[[], object] | None = None,
+        on_time: Callable[[], bool] | None = None,
     ) -> Reply:
         """Send until a 2xx answer, a final error, or the retry budget runs out.
 
@@ -225,7 +226,9 @@ class Transport:
         opens a new connection (the limiter leaves it room); ``on_not_sent()`` runs when an
         attempt never reached the server (refused, unknown host), so a slot booked for it
         can be given back. Those are retried briefly (:class:`RetryPolicy`), then raise
-        :class:`~recocora.errors.UnreachableError`.
+        :class:`~recocora.errors.UnreachableError`. ``on_time()`` runs last before the
+        request is written: ``False`` (its turn passed while it was prepared) writes nothing
+        and goes back to ``before_attempt``.
         """
         url = self.url(path, query)
         what = f"{method} {urlsplit(url).path}"
@@ -242,6 +245,8 @@ class Transport:
             prepared.headers.update(
                 self.auth_headers(method, prepared.path_url or "/", body or b"")
             )
+            if on_time is not None and not on_time():
+                continue
             started = time.monotonic()
             attempt = failures + limited + unreachable + 1
             try:

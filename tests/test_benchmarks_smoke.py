@@ -18,6 +18,7 @@ MEASURE_LINES = (
     "re-sync 2,000 rows held by the tenant, 5% changed, no journal",
     "preview 2,000 rows, 10 ms latency: diff()",
     "match 2,000 CRM rows to 1,000 accounts",
+    "2 processes on one key through PostgreSQL, 0.3 s window",
 )
 NUMBER = re.compile(r"\d+(\.\d+)?")
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
 #: The rate limiter: one row per key and service (``scope`` is a digest of both), its next
-#: free slot on the database's clock; and who booked on it lately (to count sharers).
+#: free slot on the database's clock, how far late wake-ups moved every booked slot on
+#: (``shift``), the last slot taken, the 429s seen (``generation``) and the extra room they
+#: taught; and who booked on it lately (to count sharers). See ``_pg_limiter``.
 _SLOTS = (
     """
     CREATE TABLE recocora_slots (
         scope TEXT PRIMARY KEY,
         next_slot TIMESTAMPTZ NOT NULL,
+        shift INTERVAL NOT NULL DEFAULT '0',
+        sent_slot TIMESTAMPTZ,
         generation BIGINT NOT NULL DEFAULT 0,
         learned DOUBLE PRECISION NOT NULL DEFAULT 0
     )

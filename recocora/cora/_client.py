@@ -12,8 +12,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from .._config import cora_settings, state_url
+from .._limiter import Limiter
 from .._progress import Pace
-from .._ratelimit import SpacingLimiter, limiter_for
+from .._ratelimit import limiter_for
 from .._transport import Reply, RetryPolicy, Transport
 from .._wire import dumps
 from ..errors import (
@@ -164,7 +165,8 @@ class CoraClient:
             url, self._key, timeout=timeout, retry=retry, pool_size=self.max_concurrency,
             window=self.min_interval,
         )
-        self.limiter: SpacingLimiter = limiter_for(url, self._key.key_id, self.min_interval)
+        self.limiter: Limiter = limiter_for(url, self._key.key_id, self.min_interval,
+                                            state=self.state_url)
 
     @property
     def key_id(self) -> str:
@@ -177,14 +179,16 @@ class CoraClient:
 
     def pace(self) -> Pace:
         """This client's limits for estimates: ``MAX_ROWS`` rows per bulk request, one
-        request per ``min_interval`` seconds plus the limiter's room.
+        request per ``min_interval`` seconds plus the limiter's room, one turn in N while N
+        runs share the key (through a state database).
 
         >>> CoraClient("cora_org_k1.s3cret", "http://127.0.0.1:8765").pace().seconds(1_000)
         20.075
         """
-        gap = self.limiter.expected_gap()
+        runs = self.limiter.sharers()
+        turn = self.limiter.expected_gap() / runs
         return Pace(self.MAX_ROWS, self.min_interval, 1,
-                    room=max(0.0, gap - self.min_interval) if gap else 0.0)
+                    room=max(0.0, turn - self.min_interval) if turn else 0.0, sharing=runs)
 
     def __repr__(self) -> str:
         return (f"CoraClient(base_url={self.base_url!r}, key_id={self.key_id!r}, "
@@ -213,7 +217,7 @@ class CoraClient:
             "POST", f"{ACCOUNTS}/bulk-upsert", body=body,
             before_attempt=self.limiter.acquire, on_rate_limited=self.limiter.defer,
             on_connection_lost=self.limiter.new_connection,
-            on_not_sent=self.limiter.release,
+            on_not_sent=self.limiter.release, on_time=self.limiter.on_time,
         )
         self.limiter.settled()
         if not isinstance(reply.data, dict) or not isinstance(reply.data.get("results"), list):

@@ -21,7 +21,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .._display import MUTED, as_result, badges_html, summary_html
-from .._progress import Progress
+from .._progress import Progress, sharing_note
 from .._report import STATUS_ORDER, status_counts, summary_text
 from .._run import RunOptions
 from ..cora._client import CoraClient
@@ -357,7 +357,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             thread.start()
 
     def _on_progress(self, event: Progress) -> None:
-        """The run's events move the bar: rows done of the rows to send, counts by status."""
+        """The run's events move the bar: rows done of those to send, counts, runs on the key."""
         order = STATUS_ORDER.get(self._side.api, ())
         live = {k: event.counts[k] for k in order if event.counts.get(k)}
         live.update((k, n) for k, n in event.counts.items() if k not in live and n)
@@ -367,7 +367,7 @@ class Preview(widgets.VBox):  # type: ignore[misc]
             total = self.progress.max
         self.progress_html.value = (
             f"<span style='margin-left:8px'>{event.rows_done:,} / {total:,} rows "
-            f"{badges_html(live)}</span>"
+            f"{badges_html(live)} {html.escape(sharing_note(event.sharing))}</span>"
         )
 
     def _work(self) -> None:

@@ -48,13 +48,15 @@ def main(spec: dict[str, Any]) -> int:
     try:
         if spec["api"] == "cora":
             client = CoraClient(spec["key"], spec["url"], min_interval=spec.get("interval", 0),
-                                retry=retry)
+                                retry=retry, state=spec.get("state"))
             client.MAX_ROWS = spec.get("rows", 500)  # type: ignore[misc]
             frame = accounts(spec["n"], start=spec.get("start", 0))
             wait_for_go(spec)
             out["began"] = time.time()
-            result = frame.cora.upsert(client=client, journal=spec.get("journal"),
-                                       progress=False)
+            out["sharing"] = 1  # the most runs its progress said shared the key
+            result = frame.cora.upsert(
+                client=client, journal=spec.get("journal"), progress=False,
+                on_progress=lambda e: out.update(sharing=max(out["sharing"], e.sharing)))
             column = "cora_status"
         else:
             rtp = RecotapClient(spec["key"], spec["url"], retry=retry,

@@ -117,12 +117,14 @@ def journal_acks(path: Path) -> int:
 
 
 class Child:
-    """A run of :mod:`tests.backfill.child` in its own process."""
+    """A run of :mod:`tests.backfill.child` (or ``module``, which runs it) in its own
+    process."""
 
-    def __init__(self, spec: dict[str, Any], env: dict[str, str]) -> None:
+    def __init__(self, spec: dict[str, Any], env: dict[str, str],
+                 module: str = "tests.backfill.child") -> None:
         self.spec = spec
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.backfill.child", json.dumps(spec)],
+            [sys.executable, "-m", module, json.dumps(spec)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 

@@ -1,4 +1,4 @@
-"""The seven measures. Each returns one table row: measure, ours, baseline (same run), ratio,
+"""The measures. Each returns one table row: measure, ours, baseline (same run), ratio,
 target; the ratio cell starts with a number."""
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ from recocora.cora._upsert import plan_upsert
 from recocora.sandbox import FaultConfig, RateWindow, Sandbox
 
 from ..recotap.matchdata import make_fixture
-from .support import PeakRss, accounts_frame, change_balances, sandbox_process, timed
+from .shared_key import bench_shared_key
+from .support import (
+    PeakRss,
+    accounts_frame,
+    change_balances,
+    check,
+    sandbox_process,
+    timed,
+)
 
 Row = tuple[str, str, str, str, str]
 MB = 1024**2
@@ -36,15 +44,6 @@ CORA_WINDOW = 20.0
 E164 = re.compile(r"^\+[1-9]\d{0,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class BenchmarkError(RuntimeError):
-    """A run whose outcome is not what the measure assumes, so its figure would mean nothing."""
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise BenchmarkError(what)
 
 
 def plural(n: int, word: str) -> str:
@@ -362,4 +361,6 @@ MEASURES: dict[str, Measure] = {
     "diff": Measure(lambda: bench_diff(100_000, 0.05), lambda: bench_diff(2_000, 0.01)),
     "match": Measure(lambda: bench_match(100_000, 50_000, 200),
                      lambda: bench_match(2_000, 1_000, 20)),
+    "shared": Measure(lambda: bench_shared_key((2, 4, 8), 96),
+                      lambda: bench_shared_key((2,), 4)),
 }

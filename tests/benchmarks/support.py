@@ -68,6 +68,15 @@ def change_balances(df: pd.DataFrame, every: int, limit: int | None = None) -> p
     return out
 
 
+class BenchmarkError(RuntimeError):
+    """A run whose outcome is not what the measure assumes, so its figure would mean nothing."""
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise BenchmarkError(what)
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t = time.perf_counter()
     fn()

@@ -24,15 +24,6 @@ TARGET = "cora https://api.corafone.com key k1"
 Opener = Callable[..., Any]
 
 
-def durable_database(server: Any) -> str:
-    """A new database on ``server`` whose commits survive a stop: the test cluster commits
-    asynchronously, which may drop the last ones when it is stopped at once."""
-    url: str = server.new_database()
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = on")
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens the journal of a target in one backend: a SQLite file, or the state database."""
@@ -192,7 +183,7 @@ def test_an_answer_recorded_while_the_database_is_down_waits_and_is_kept(
 ) -> None:
     monkeypatch.setattr(Database, "RETRY_FIRST_S", 0.05)
     monkeypatch.setattr(Database, "RETRY_MAX_S", 0.2)
-    url = durable_database(own_postgres)
+    url = own_postgres.new_database()
     j = PgJournal(url, api="cora", target=TARGET)
     run = j.begin_run(dry_run=False, rows=2, to_send=2, skipped=0)
     own_postgres.stop()

@@ -31,7 +31,6 @@ from recocora.cli import main
 from tests.backfill.conftest import ROOT, accounts, add_companies, mappings
 from tests.runs.conftest import RUN_LIMIT_S, bulk_posts, until
 from tests.shared import pg_worker
-from tests.shared.test_journal_pg import durable_database
 
 if TYPE_CHECKING:
     from recocora.sandbox import Sandbox
@@ -279,7 +278,7 @@ def test_a_database_outage_pauses_the_run_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     sb.set_cora_window(0.3)
-    url = durable_database(own_postgres)
+    url = own_postgres.new_database()
     group = Machines(tmp_path, sb, url)
     frame = accounts(48)
     try:
