@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from ._config import state_url
-from ._progress import format_duration
+from ._progress import format_duration, sharing_note
 from ._runs_launch import (
     alive,
     client_from_env,
@@ -273,7 +273,8 @@ class Run:
     # -- display --------------------------------------------------------------------------
 
     def summary(self) -> str:
-        """One line: id, state, rows done of total, counts, requests, 429s, ETA."""
+        """One line: id, state, rows done of total, counts, requests, 429s, ETA (and how
+        many runs share the key, when others do)."""
         r = self._record()
         total = r["rows_total"] if r["rows_total"] is not None else r["rows"]
         counts = ", ".join(f"{k} {v:,}" for k, v in r["counts"].items() if v) or "no answers"
@@ -281,6 +282,8 @@ class Run:
                 f"{r['requests']:,} requests, {r['rate_limited']:,} answered 429")
         if r["state"] in LIVE_STATES and r["eta_s"] is not None:
             text += f"; {format_duration(float(r['eta_s']))} left"
+            if int(r["sharing"]) > 1:
+                text += f" ({sharing_note(int(r['sharing']))})"
         if r["error"]:
             text += f"; {r['error']}"
         return text

@@ -253,6 +253,7 @@ def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str
             rows_total=total, rows_done=total - (event.rows_total - event.rows_done),
             counts=dict(event.counts), requests=before["requests"] + event.requests,
             rate_limited=before["rate_limited"] + event.rate_limited, eta_s=event.eta_s,
+            sharing=event.sharing,
         )
 
     def progress() -> dict[str, Any]:

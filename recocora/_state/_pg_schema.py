@@ -106,6 +106,7 @@ _RUNS = (
         cancel_requested INTEGER NOT NULL DEFAULT 0,
         error TEXT,
         attempts INTEGER NOT NULL DEFAULT 0,
+        sharing INTEGER NOT NULL DEFAULT 1,
         owner TEXT,
         lease_until TIMESTAMPTZ,
         lease_s DOUBLE PRECISION,

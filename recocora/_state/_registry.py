@@ -38,7 +38,7 @@ FIELDS = (
     "run_id", "api", "fingerprint", "state", "run_dir", "key_id", "base_url", "rows",
     "rows_total", "rows_done", "requests", "rate_limited", "eta_s", "counts", "host", "pid",
     "pid_start", "created_at", "started_at", "finished_at", "heartbeat_at",
-    "cancel_requested", "error", "attempts",
+    "cancel_requested", "error", "attempts", "sharing",
 )
 _JSON = frozenset({"counts"})
 
@@ -67,10 +67,13 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat_at TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sharing INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, state)
 """
+#: Columns added since the first registries were written, and how to add them to one.
+_ADDED = {"sharing": "INTEGER NOT NULL DEFAULT 1"}
 
 
 class RunStore(Protocol):
@@ -159,6 +162,10 @@ class SqliteRunStore:
             with self._transaction() as db:
                 for statement in _SCHEMA.split(";"):
                     db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                for name, declaration in _ADDED.items():  # a registry from before them
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"Cannot use {self.path} as the registry of background runs ({exc}); set "

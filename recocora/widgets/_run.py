@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import ipywidgets as widgets
 
 from .._display import badges_html
-from .._progress import format_duration
+from .._progress import format_duration, sharing_note
 
 __all__ = ["RunMonitor", "run_mimebundle"]
 
@@ -91,6 +91,8 @@ class RunMonitor(widgets.VBox):  # type: ignore[misc]
         self.bar.max = max(1, int(total))
         self.bar.value = min(int(info["rows_done"]), self.bar.max)
         colour = _STATE_COLOURS.get(state, "#6e7781")
+        sharing = int(info["sharing"])
+        shared = f" ({sharing_note(sharing)})" if sharing > 1 else ""
         self.label.value = (
             f'<div class="recocora-run-summary" data-state="{html.escape(state)}">'
             f'<b>{html.escape(self.run.id)}</b> '
@@ -98,7 +100,7 @@ class RunMonitor(widgets.VBox):  # type: ignore[misc]
             f'<span class="recocora-rows">{int(info["rows_done"]):,} / {int(total):,} rows'
             f"</span> · {badges_html(info['counts'])} · {int(info['requests']):,} requests"
             f" · {int(info['rate_limited']):,} answered 429"
-            + (f" · {format_duration(float(info['eta_s']))} left"
+            + (f" · {format_duration(float(info['eta_s']))} left{shared}"
                if state in ("queued", "running") and info["eta_s"] is not None else "")
             + (f"<br><span>{html.escape(str(info['error']))}</span>" if info["error"] else "")
             + "</div>"

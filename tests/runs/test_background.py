@@ -146,3 +146,23 @@ def test_result_of_a_live_run_says_to_wait(
     run.cancel()
     res = run.wait(timeout=RUN_LIMIT_S)
     assert isinstance(res, pd.DataFrame)
+
+
+def test_a_registry_from_before_the_sharing_column_is_brought_up_to_date(tmp_path: Any
+                                                                         ) -> None:
+    import sqlite3
+
+    from recocora._state._registry import FIELDS, SqliteRunStore
+
+    path = tmp_path / "registry.sqlite"
+    old = sqlite3.connect(path)
+    columns = ", ".join(f"{name} TEXT" for name in FIELDS if name != "sharing")
+    old.execute(f"CREATE TABLE runs ({columns})")
+    old.execute("INSERT INTO runs (run_id, counts) VALUES ('cora-old', '{}')")
+    old.commit()
+    old.close()
+    store = SqliteRunStore(path)
+    record = store.get("cora-old")
+    assert record is not None and record["sharing"] == 1
+    assert store.update("cora-old", sharing=2)
+    store.close()

@@ -224,6 +224,21 @@ def test_a_lease_holds_a_run_for_one_worker_until_it_runs_out(
     assert run.rows_done == 2 and sb.requests == []
 
 
+def test_a_run_says_how_many_runs_share_its_key_while_it_lasts(
+    cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    run = accounts(4).cora.upsert(client=cora_client_for(state=machines.url),
+                                  background="queue")
+    store = PgRunStore(machines.url)
+    assert store.claim_next("worker-a", [("cora", "sandbox", run.info()["base_url"])]) == run.id
+    store.beat(run.id, "worker-a", {"eta_s": 40.0, "sharing": 3}, [])
+    assert "~40 s left (key shared by 3 runs)" in run.summary()
+    store.beat(run.id, "worker-a", {"eta_s": 20.0, "sharing": 1}, [])
+    assert "shared" not in run.summary()
+    store.finish(run.id, "worker-a", None, [], state="cancelled")
+    assert "shared" not in run.summary()
+
+
 # --------------------------------------------------------------------------- takeover
 
 
