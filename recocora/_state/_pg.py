@@ -92,9 +92,10 @@ class Database:
     #: Seconds to wait for a connection before counting the database unreachable.
     CONNECT_TIMEOUT_S = 5.0
     #: Pauses between attempts while the database is unreachable: the first, then doubling
-    #: up to the last.
+    #: up to the last. Two seconds at most: a run resumes within that of the database's
+    #: return, for one cheap connection attempt per machine every two seconds meanwhile.
     RETRY_FIRST_S = 0.25
-    RETRY_MAX_S = 5.0
+    RETRY_MAX_S = 2.0
 
     def __init__(self, url: str) -> None:
         if not is_postgres_url(url):
