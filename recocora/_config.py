@@ -124,10 +124,12 @@ def state_url(state: str | None) -> str | None:
     chosen = state.strip() if state is not None else _env("RECOCORA_STATE_URL")
     if not chosen or chosen == "local":
         return None
-    if urlsplit(chosen).scheme not in ("postgresql", "postgres"):
-        shown = urlsplit(chosen).scheme or chosen[:20]
+    scheme = urlsplit(chosen).scheme
+    if scheme not in ("postgresql", "postgres"):
+        # Only the scheme is shown: the rest may hold a password (or be a key=value string).
+        shown = f"a {scheme}:// URL" if scheme else "the value given"
         raise ConfigError(
-            f"The state {shown!r}… is neither 'local' nor a postgresql:// URL. Set "
+            f"The state ({shown}) is neither 'local' nor a postgresql:// URL. Set "
             "RECOCORA_STATE_URL=postgresql://user@host:5432/dbname (or pass state=) to share "
             "the rate limit, journals and runs between machines, or leave it unset."
         )

@@ -91,6 +91,12 @@ class Database:
 
     #: Seconds to wait for a connection before counting the database unreachable.
     CONNECT_TIMEOUT_S = 5.0
+    #: Seconds of silence (no answer, no reset) after which a connection counts as lost, and
+    #: an open transaction left idle is ended by the server.
+    SILENCE_S = 15.0
+    #: Seconds a statement may run (or wait for a lock) before the server cancels it; the
+    #: call is then tried again like any other outage.
+    STATEMENT_TIMEOUT_S = 60.0
     #: Pauses between attempts while the database is unreachable: the first, then doubling
     #: up to the last. Two seconds at most: a run resumes within that of the database's
     #: return, for one cheap connection attempt per machine every two seconds meanwhile.
@@ -120,14 +126,29 @@ class Database:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and self._pid == os.getpid() and not self._conn.closed:
             return self._conn
+        silence_ms = int(self.SILENCE_S * 1000)
         conn: psycopg.Connection[Any] = self._psycopg.connect(
             self._url, autocommit=True, connect_timeout=max(1, int(self.CONNECT_TIMEOUT_S)),
             application_name="recocora",
+            # A network that goes silent (no reset, no answer) ends the connection within
+            # SILENCE_S instead of hanging every thread that needs the database.
+            keepalives=1, keepalives_idle=max(1, int(self.SILENCE_S / 3)),
+            keepalives_interval=max(1, int(self.SILENCE_S / 6)), keepalives_count=3,
+            tcp_user_timeout=silence_ms,
         )
+        try:
+            # A transaction left open (a process suspended inside one) must not hold the
+            # key's row for ever, nor may a statement wait on it for ever.
+            conn.execute(f"SET idle_in_transaction_session_timeout = {silence_ms}")
+            conn.execute(f"SET statement_timeout = {int(self.STATEMENT_TIMEOUT_S * 1000)}")
+            if not self._schema_ready:
+                self._prepare_schema(conn)
+                self._schema_ready = True
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
         self._conn, self._pid = conn, os.getpid()
-        if not self._schema_ready:
-            self._prepare_schema(conn)
-            self._schema_ready = True
         return conn
 
     def _drop(self) -> None:
@@ -140,24 +161,33 @@ class Database:
         with self._lock:
             self._drop()
 
+    def _schema_version(self, conn: psycopg.Connection[Any]) -> int:
+        """The schema version the database holds (0: none yet); a newer one is refused."""
+        exists = conn.execute("SELECT to_regclass('recocora_info')").fetchone()
+        row = None if exists is None or exists[0] is None else conn.execute(
+            "SELECT value FROM recocora_info WHERE name = 'schema_version'").fetchone()
+        found = int(row[0]) if row is not None else 0
+        if found > SCHEMA_VERSION:
+            raise ConfigError(
+                f"The state database {self.label} holds recocora's tables in schema "
+                f"version {found}, newer than this recocora understands "
+                f"({SCHEMA_VERSION}): a later recocora set it up. Upgrade recocora on "
+                "this machine (pip install -U 'recocora[postgres]'), or point "
+                "RECOCORA_STATE_URL at another database."
+            )
+        return found
+
     def _prepare_schema(self, conn: psycopg.Connection[Any]) -> None:
+        # Up to date: a plain read, so a role that may only read and write the tables (no
+        # CREATE on the schema) can use a database another role set up.
+        if self._schema_version(conn) == SCHEMA_VERSION:
+            return
         with conn.transaction():
             # One process at a time creates or migrates; the others then find it done.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('recocora schema'))")
             conn.execute("CREATE TABLE IF NOT EXISTS recocora_info "
                          "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = conn.execute(
-                "SELECT value FROM recocora_info WHERE name = 'schema_version'"
-            ).fetchone()
-            found = int(row[0]) if row is not None else 0
-            if found > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"The state database {self.label} holds recocora's tables in schema "
-                    f"version {found}, newer than this recocora understands "
-                    f"({SCHEMA_VERSION}): a later recocora set it up. Upgrade recocora on "
-                    "this machine (pip install -U 'recocora[postgres]'), or point "
-                    "RECOCORA_STATE_URL at another database."
-                )
+            found = self._schema_version(conn)
             for version, statements in MIGRATIONS:
                 if version <= found:
                     continue
@@ -176,7 +206,16 @@ class Database:
     # -- transactions -------------------------------------------------------------------------
 
     def _unreachable(self, exc: BaseException) -> bool:
-        return isinstance(exc, (self._psycopg.OperationalError, self._psycopg.InterfaceError))
+        """Whether ``exc`` says the database is away for now (worth waiting for): the
+        connection failed or broke (no SQLSTATE, class 08), the server is shutting down or
+        starting (57P), out of connections (53), or a statement waited too long (57014).
+        Other errors are the statement's own and are raised."""
+        if isinstance(exc, self._psycopg.InterfaceError):
+            return True
+        if not isinstance(exc, self._psycopg.OperationalError):
+            return False
+        state = getattr(exc, "sqlstate", None)
+        return state is None or state == "57014" or state.startswith(("08", "57P", "53"))
 
     def run(self, fn: Callable[[psycopg.Connection[Any]], T], *, wait: bool = True,
             what: str = "use the state database") -> T:

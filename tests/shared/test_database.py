@@ -57,8 +57,10 @@ def test_a_newer_schema_is_refused_with_what_to_do(state_url: str) -> None:
     with psycopg.connect(state_url) as conn:
         conn.execute("UPDATE recocora_info SET value = %s WHERE name = 'schema_version'",
                      (str(SCHEMA_VERSION + 1),))
-    with pytest.raises(ConfigError, match=r"newer than this recocora.*pip install -U"):
-        Database(state_url).run(lambda c: None)
+    db = Database(state_url)
+    for _ in range(2):  # a cell run again is refused again, not let through
+        with pytest.raises(ConfigError, match=r"newer than this recocora.*pip install -U"):
+            db.run(lambda c: c.execute("SELECT 1"))
 
 
 def test_an_older_schema_is_migrated(state_url: str, monkeypatch: pytest.MonkeyPatch
@@ -88,10 +90,61 @@ def test_the_password_is_never_shown() -> None:
     assert "127.0.0.1:1" in str(caught.value)
 
 
+def test_a_role_that_may_only_use_the_tables_works_on_a_database_set_up_by_another(
+        postgres: Any, state_url: str) -> None:
+    Database(state_url).run(lambda c: None)  # set up by the owner
+    name = state_url.rsplit("/", 1)[1]
+    role = f"app_{name}"
+    with psycopg.connect(state_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        # What the README asks an administrator to grant.
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                     f"TO {role}")
+        conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    app = Database(f"postgresql://{role}@127.0.0.1:{postgres.port}/{name}")
+    run = app.run(lambda c: c.execute(
+        "INSERT INTO recocora_journal_runs (api, target, dry_run, outcome, rows, to_send, "
+        "skipped) VALUES ('cora', 't', false, 'running', 1, 1, 0) RETURNING run").fetchone())
+    assert run is not None
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # it could not create them
+        app.run(lambda c: c.execute("CREATE TABLE recocora_other (x int)"))
+    app.close()
+
+
+def test_a_transaction_left_open_by_a_suspended_process_does_not_hold_the_others(
+        state_url: str) -> None:
+    import subprocess
+    import sys
+
+    Database(state_url).run(lambda c: c.execute(
+        "INSERT INTO recocora_slots (scope, next_slot) VALUES ('s', now())"))
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import os, signal
+from recocora._state._pg import Database
+Database.SILENCE_S = 1.0
+def hold(conn):
+    conn.execute("SELECT * FROM recocora_slots WHERE scope = 's' FOR UPDATE")
+    print("held", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # a laptop closed in the middle of a transaction
+Database({state_url!r}).run(hold)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        row = Database(state_url).run(lambda c: c.execute(
+            "SELECT scope FROM recocora_slots WHERE scope = 's' FOR UPDATE").fetchone())
+        assert row == ("s",)  # the server ended the stopped process's transaction
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_state_that_is_not_postgres_is_refused_clearly(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
     with pytest.raises(ConfigError, match="neither 'local' nor a postgresql:// URL"):
         state_url("mysql://root:pw@db/x")
+    with pytest.raises(ConfigError) as caught:
+        state_url("password=hunter2 host=db.internal dbname=recocora")
+    assert "hunter2" not in str(caught.value)
     monkeypatch.setenv("RECOCORA_STATE_URL", "postgresql://app@db.internal/recocora")
     assert state_url(None) == "postgresql://app@db.internal/recocora"
     assert state_url("local") is None
