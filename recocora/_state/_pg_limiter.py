@@ -22,9 +22,17 @@ A request's turn, in three steps:
    the turn is taken (``sent_slot``), the rest until S slept here, and the deadline checked
    once more just before the request is written (:meth:`PgLimiter.on_time`).
 
-A sender is thus never later than the deadline (half the room) after its slot, and the next
-slot is a gap after it: no late sender lands in the next booker's window. A late wake-up
-costs the key its lateness, not a turn.
+A sender is thus never earlier than its slot, nor later than the deadline (half the room, plus
+its allowance) after it, and the next slot is a gap after it: no late sender lands in the next
+booker's window. A late wake-up costs the key its lateness, not a turn.
+
+The database's clock is known here only to within a round trip: the confirmation read it at
+some moment between sending the read and its answer. A machine far from the database (a
+managed database in another zone, a VPN) would thus never be sure enough to send within the
+room alone, so each machine measures the database's round trip on every clock read, and its
+turns leave an allowance for it (:meth:`PgLimiter.allowance`): booked into the gap after its
+slot, and added to its deadline. A loopback database's allowance is well under a
+millisecond; a machine 20 ms away leaves 40 ms per turn.
 
 Fail closed: every transaction goes through ``Database.run(wait=True)``. While the database
 cannot be reached, sending pauses (one WARNING says so) and resumes when it answers; nothing
@@ -101,6 +109,9 @@ class _Ticket:
     replied: float = 0.0
     #: :meth:`PgLimiter.on_time` found it past the deadline: confirm again before sending.
     late: bool = False
+    #: What the gap after the slot leaves for this machine's round trip to the database
+    #: (:meth:`PgLimiter.allowance` when booked): its deadline may be later by as much.
+    allowance: float = 0.0
 
 
 _BOOK = """
@@ -126,8 +137,9 @@ _OTHERS = """
     ORDER BY booked_at DESC LIMIT 100
 """
 _SHIFT = """
-    UPDATE recocora_slots SET shift = shift + (%(now)s - %(slot)s),
-                              next_slot = next_slot + (%(now)s - %(slot)s), sent_slot = %(now)s
+    UPDATE recocora_slots SET shift = shift + (%(to)s - %(slot)s) + %(wider)s,
+                              next_slot = next_slot + (%(to)s - %(slot)s) + %(wider)s,
+                              sent_slot = %(to)s
     WHERE scope = %(scope)s
 """
 _DEFER = """
@@ -159,6 +171,18 @@ class PgLimiter(Limiter):
     #: A request later than this share of the room after its slot is not sent: its turn is
     #: moved to now (nobody booked after it) or booked again.
     DEADLINE_SHARE = 0.5
+    #: The allowance for this machine's distance from the database: this many of its round
+    #: trips (one is the clock read's own uncertainty, the rest its jitter) ...
+    RTT_ALLOWANCE = 2.0
+    #: ... at most this share of the interval, unless turns keep coming too late to send.
+    ALLOWANCE_SHARE = 0.25
+    #: Turns in a row found too late to send before a WARNING says why, and the allowance is
+    #: no longer capped: a limiter always sends in the end, if slowly.
+    LATE_WARN = 8
+    #: Weight of a new round-trip sample in the running estimate; a sample is taken as at most
+    #: four times the estimate (a pause of this process is no round trip), so the estimate
+    #: follows a slower link within a few turns but not one stall.
+    RTT_WEIGHT = 0.2
 
     def __init__(self, db_url: str, scope: str, interval: float, *,
                  sleep: Callable[[float], None] = time.sleep,
@@ -175,6 +199,9 @@ class PgLimiter(Limiter):
         self._hold_until = 0.0  # a Retry-After, when there is no interval to space by
         self._handed_at, self._handed_by = -1e9, 0  # the last turn given to a sender
         self._confirm_s = 0.0  # how long the last transaction of a turn took
+        self._rtt = -1.0  # the database's round trip, smoothed (-1: not measured yet)
+        self._late_in_row = 0  # turns in a row found too late to send
+        self._warned = False
         self._token, self._pid = "", 0
 
     def __repr__(self) -> str:
@@ -204,8 +231,45 @@ class PgLimiter(Limiter):
     # -- what the client and the ETA read ------------------------------------------------------
 
     def deadline(self) -> float:
-        """Seconds after its slot a request may still be written (:attr:`DEADLINE_SHARE`)."""
+        """Seconds after its slot a request may still be written (:attr:`DEADLINE_SHARE`),
+        beyond the turn's :meth:`allowance`."""
         return self.base_room() * self.DEADLINE_SHARE
+
+    def rtt(self) -> float:
+        """The state database's round trip as measured lately (0 before any)."""
+        return max(self._rtt, 0.0)
+
+    def allowance(self) -> float:
+        """What this machine's turns leave for its distance from the database: it may send
+        this much later after its slot, and the next slot is as much later
+        (:attr:`RTT_ALLOWANCE`, :attr:`ALLOWANCE_SHARE`)."""
+        want = self.RTT_ALLOWANCE * self.rtt()
+        if self._warned:
+            return want
+        return min(want, self.interval * self.ALLOWANCE_SHARE)
+
+    def _measured(self, seconds: float) -> None:
+        """One round trip to the database, as timed around one plain statement."""
+        if self._rtt < 0:
+            self._rtt = seconds
+        else:
+            seconds = min(seconds, 4 * self._rtt + 0.001)
+            self._rtt += self.RTT_WEIGHT * (seconds - self._rtt)
+
+    def _missed(self, lateness: float) -> None:
+        """A turn found ``lateness`` seconds past its slot, too late to send."""
+        self._late_in_row += 1
+        if self._late_in_row >= self.LATE_WARN and not self._warned:
+            capped = self.allowance()
+            self._warned = True
+            log.warning(
+                "recocora: %d turns of the rate limit in a row came too late to send (the "
+                "last %.0f ms after its slot, the deadline %.0f ms; the state database "
+                "answers in %.0f ms). This machine is far from the state database, or too "
+                "loaded, for a %g s interval: its turns now leave the full %.0f ms its round "
+                "trips need, which slows every run on the key.",
+                self._late_in_row, lateness * 1000, (self.deadline() + capped) * 1000,
+                self.rtt() * 1000, self.interval, self.allowance() * 1000)
 
     def margin(self) -> float:
         """The room plus what 429s taught every machine using the key (as last read)."""
@@ -264,13 +328,11 @@ class PgLimiter(Limiter):
             collected = False
             while True:
                 if ticket is None:
-                    started = self._clock()
                     ticket, self._learned, ages = self._db.run(
                         self._book, what="book the key's next request")
-                    self._confirm_s = self._clock() - started
                     self._sharers = count_sharers(ages, self.interval + self.margin())
                 # Wake so that the confirmation's answer comes about when the slot does.
-                lead = min(self._confirm_s, self.base_room())
+                lead = min(self._confirm_s, self.base_room() + 6 * self.rtt())
                 delay = ticket.delay - (self._clock() - ticket.read_at) - lead
                 if delay > 0:
                     busy = (self._handed_by != threading.get_ident()
@@ -280,10 +342,12 @@ class PgLimiter(Limiter):
                         continue  # the clock moved on while collecting
                     self._sleep(delay)
                     continue
-                started = self._clock()
                 confirmed = self._db.run(partial(self._confirm, ticket=ticket),
                                          what="confirm the key's next request")
-                self._confirm_s = self._clock() - started
+                # The transaction that answered, from its BEGIN (a round trip before it
+                # started) to its COMMIT: no wait for an outage or for this process's
+                # connection.
+                self._confirm_s = self._clock() - self._local.started + self.rtt()
                 if confirmed is not None and confirmed.confirmed:
                     break
                 # Moved by a 429, late behind a turn taken after it (None), or moved on.
@@ -306,29 +370,39 @@ class PgLimiter(Limiter):
         if ticket.late:
             return False
         late = ticket.lead + (self._clock() - ticket.checked)
-        if late <= self.deadline():
+        if late <= self.deadline() + ticket.allowance:
             log.debug("rate limit: turn %.6f written at most %.1f ms after it",
                       ticket.slot.timestamp(), late * 1000)
+            self._late_in_row = 0
             return True
         log.debug("rate limit: a request %.1f ms past its turn was not sent", late * 1000)
         self._ticket = replace(ticket, late=True)
+        self._missed(late)
         return False
 
     def _book(self, conn: psycopg.Connection[Any]) -> tuple[_Ticket, float, list[float]]:
         """A new turn, what 429s taught, and the ages of the other runs' last bookings."""
-        gap = self.interval + self.base_room() + (self.cold_extra() if self._cold else 0.0)
+        if self._rtt < 0:  # a first estimate of the round trip, from a plain read
+            began = self._clock()
+            conn.execute("SELECT 1").fetchone()
+            self._measured(self._clock() - began)
+        allowance = self.allowance()
+        gap = (self.interval + self.base_room() + allowance
+               + (self.cold_extra() if self._cold else 0.0))
         row = conn.execute(_BOOK, {"scope": self.scope, "gap": gap}).fetchone()
         read_at = self._clock()
         assert row is not None  # an upsert always returns its row
         next_slot, shift, generation, learned, slot, delay = row
         conn.execute(_HOLDER, (self.scope, self._holder))
         ages = [r[0] for r in conn.execute(_OTHERS, (self.scope, self._holder))]
-        ticket = _Ticket(slot, next_slot, shift, gap + learned, generation, delay, read_at)
+        ticket = _Ticket(slot, next_slot, shift, gap + learned, generation, delay, read_at,
+                         allowance=allowance)
         return ticket, learned, ages
 
     def _confirm(self, conn: psycopg.Connection[Any], ticket: _Ticket) -> _Ticket | None:
         """The turn confirmed (perhaps moved on), still ahead (not confirmed: its slot moved
         on while it slept), or ``None``: book again."""
+        self._local.started = self._clock()
         row = conn.execute("SELECT generation, shift, sent_slot FROM recocora_slots "
                            "WHERE scope = %s FOR UPDATE", (self.scope,)).fetchone()
         if row is None or row[0] != ticket.generation:
@@ -342,24 +416,34 @@ class PgLimiter(Limiter):
         replied = self._clock()
         assert clock is not None
         now: datetime = clock[0]
+        self._measured(replied - checked)  # one plain statement, after the row's lock
         lead = (now - t.slot).total_seconds()
-        if lead < -max(2 * self._confirm_s, self.deadline()):
+        deadline = self.deadline() + t.allowance
+        if lead < -max(2 * self._confirm_s, deadline):
             return replace(t, delay=-lead, read_at=replied, late=False)
-        if lead <= self.deadline():
+        if lead <= deadline:
             conn.execute("UPDATE recocora_slots SET sent_slot = GREATEST(sent_slot, %s) "
                          "WHERE scope = %s", (t.slot, self.scope))
             return replace(t, confirmed=True, lead=lead, checked=checked, replied=replied,
                            late=False)
+        self._missed(lead)
         if sent is not None and sent > t.slot:
             log.debug("rate limit: woke %.0f ms past the turn and a later turn was taken: "
                       "booking again", lead * 1000)
             return None
-        conn.execute(_SHIFT, {"scope": self.scope, "now": now, "slot": t.slot})
+        # The turn moves to when this transaction will have committed (two more round trips
+        # and some), and the gap after it widens if the round trip grew since it was booked.
+        allowance = max(self.allowance(), t.allowance)
+        to = now + timedelta(seconds=3 * self.rtt())
+        wider = timedelta(seconds=allowance - t.allowance)
+        conn.execute(_SHIFT, {"scope": self.scope, "to": to, "slot": t.slot,
+                              "wider": wider})
         log.debug("rate limit: woke %.1f ms past the turn: it and the later turns move on",
                   lead * 1000)
-        return replace(t, slot=now, next_slot=t.next_slot + (now - t.slot),
-                       shift=shift + (now - t.slot), confirmed=True, lead=0.0,
-                       checked=checked, replied=replied, late=False)
+        moved = to - t.slot + wider
+        return replace(t, slot=to, next_slot=t.next_slot + moved, shift=shift + moved,
+                       confirmed=True, lead=(now - to).total_seconds(), checked=checked,
+                       replied=replied, late=False, allowance=allowance)
 
     def _sleep_until(self, until: float) -> None:
         while (left := until - self._clock()) > 0:

@@ -5,14 +5,18 @@ whatever their wall clocks say. Facts are read on the database's clock, not time
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -58,23 +62,28 @@ def seconds(delta: timedelta) -> float:
     return delta.total_seconds()
 
 
-def test_two_runs_on_one_key_take_turns_and_each_counts_the_other(state_url: str) -> None:
-    a, b = PgLimiter(state_url, "k", 0.2), PgLimiter(state_url, "k", 0.2)
+def turns_together(runs: dict[str, PgLimiter], n: int) -> list[tuple[datetime, str]]:
+    """``n`` turns taken by each named run at once, in a thread each: (slot, name) in the
+    order of the slots."""
     turns: list[tuple[datetime, str]] = []
-    start = threading.Barrier(2)
+    start = threading.Barrier(len(runs))
 
     def run(lim: PgLimiter, name: str) -> None:
         start.wait()
-        for _ in range(5):
+        for _ in range(n):
             turns.append((take_turn(lim), name))
 
-    threads = [threading.Thread(target=run, args=(lim, name)) for lim, name in
-               ((a, "A"), (b, "B"))]
+    threads = [threading.Thread(target=run, args=(lim, name)) for name, lim in runs.items()]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    turns.sort()
+    return sorted(turns)
+
+
+def test_two_runs_on_one_key_take_turns_and_each_counts_the_other(state_url: str) -> None:
+    a, b = PgLimiter(state_url, "k", 0.2), PgLimiter(state_url, "k", 0.2)
+    turns = turns_together({"A": a, "B": b}, 5)
     order = "".join(name for _, name in turns)
     assert sorted(order) == list("AAAAABBBBB")
     assert "AAA" not in order and "BBB" not in order, order  # first come, first served
@@ -158,13 +167,87 @@ def test_a_late_turn_nobody_booked_after_moves_to_now(state_url: str) -> None:
     first = take_turn(lim)
     second = take_turn(lim)  # woke 0.2 s late: the turn moved, not booked behind itself
     assert seconds(second - first) >= 0.3 + 0.2
-    assert seconds(slot_row(state_url, "k")[0] - second) == pytest.approx(0.3 + lim.margin())
+    gap = seconds(slot_row(state_url, "k")[0] - second)  # a turn, and its round trips
+    assert 0.3 + lim.margin() <= gap <= 0.3 + lim.margin() + 0.3 * lim.ALLOWANCE_SHARE
     # Late between the confirmation and the write: not written, confirmed again.
     lim.acquire()
     time.sleep(lim.deadline() + 0.05)
     assert lim.on_time() is False
     third = take_turn(lim)
     assert seconds(third - second) >= 0.3 + lim.deadline() + 0.05
+
+
+class DelayProxy:
+    """A link to the database ``delay`` seconds long each way: a local port forwarding to
+    the server's, holding each chunk that long, as a database in another zone would."""
+
+    def __init__(self, url: str, delay: float) -> None:
+        parts = urlsplit(url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.delay = delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                time.sleep(self.delay)
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def far_url(state_url: str) -> Iterator[str]:
+    """The test database 15 ms away each way (a 30 ms round trip)."""
+    proxy = DelayProxy(state_url, 0.015)
+    yield proxy.url
+    proxy.close()
+
+
+def test_a_machine_far_from_the_database_takes_its_turns_with_a_near_one(
+        state_url: str, far_url: str) -> None:
+    interval = 0.5
+    far, near = PgLimiter(far_url, "k", interval), PgLimiter(state_url, "k", interval)
+    turns = turns_together({"far": far, "near": near}, 4)  # each acquired and on time
+    assert sorted(name for _, name in turns) == ["far"] * 4 + ["near"] * 4
+    assert far.rtt() >= 0.03 > near.rtt()  # measured over the link
+    assert far.allowance() > far.deadline()  # the room alone could not hold its uncertainty
+    # Every turn a whole gap after the one before, on the database's clock; each sender was
+    # on time (no later after its slot than its deadline and allowance), so no two requests
+    # came closer than the interval and half the room.
+    gaps = [seconds(y[0] - x[0]) for x, y in itertools.pairwise(turns)]
+    assert min(gaps) >= interval + near.base_room() - 1e-6, gaps
+    far_gaps = [seconds(y[0] - x[0]) for x, y in itertools.pairwise(turns) if x[1] == "far"]
+    assert min(far_gaps) >= interval + near.base_room() + far.RTT_ALLOWANCE * 0.03, far_gaps
+
+
+def test_turns_too_late_to_send_say_why_and_widen_until_one_is_sent(
+        far_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="recocora")
+    lim = PgLimiter(far_url, "k", 0.5)
+    lim.ALLOWANCE_SHARE = 0.0  # no allowance for its round trips: never on time ...
+    take_turn(lim)  # ... until it gives up the cap
+    take_turn(lim)
+    said = [r.getMessage() for r in caplog.records if r.name == "recocora"]
+    assert len(said) == 1 and "too late to send" in said[0], said
+    assert "far from the state database" in said[0]
 
 
 def test_a_turn_never_used_is_given_back_unless_one_was_booked_after(state_url: str) -> None:
