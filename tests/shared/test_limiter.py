@@ -326,7 +326,9 @@ def tables_text(url: str) -> str:
                          ids=["same-clocks", "clocks-hours-apart"])
 def test_machines_on_one_key_draw_no_429(sb: Sandbox, state_url: str, tmp_path: Path,
                                          skews: tuple[int, ...]) -> None:
-    window, rows, n = 0.3, 10, 40
+    # 0.5 s, not the 0.3 s of the hand trial and the benchmark: 20 ms of room rather than 12
+    # keeps the test sound when three suites share two cores.
+    window, rows, n = 0.5, 10, 40
     sb.set_cora_window(window)
     go = tmp_path / "go"
     runs: list[Child] = []
