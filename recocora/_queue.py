@@ -32,7 +32,7 @@ from ._runs_launch import (
 )
 from ._state._keys import _clean_url as clean_url
 from ._state._pg_registry import PgRunStore
-from ._worker import Gate, LogLines, perform, worker_logging
+from ._worker import Gate, LogLines, patient, perform, worker_logging
 from .errors import ConfigError, StateError
 
 __all__ = ["Queue"]
@@ -56,7 +56,7 @@ class Queue:
                 "recocora worker claims runs queued in a state database: set "
                 "RECOCORA_STATE_URL=postgresql://user@host:5432/dbname (or pass --state)."
             )
-        store = registry(url)
+        store = patient(registry(url))
         assert isinstance(store, PgRunStore)
         self.store, self.url = store, url
         self.worker = worker_id()
@@ -118,14 +118,14 @@ class Queue:
         return 0
 
     def _do(self, run_id: str, lines: LogLines) -> None:
-        record = self.store.get(run_id) or {}
-        given = self.held[(record["api"], record["key_id"], record["base_url"])]
-        log.info("worker %s claimed run %s (attempt %s)", self.worker, run_id,
-                 record["attempts"])
-        self.gate = Gate(always=record["api"] != "cora", external="shutdown")
-        if self.stopping:  # told to stop between the claim and now
-            self.gate.reason = "shutdown"
         try:
+            record = self.store.get(run_id) or {}  # waits out an outage, as perform's reads
+            given = self.held[(record["api"], record["key_id"], record["base_url"])]
+            log.info("worker %s claimed run %s (attempt %s)", self.worker, run_id,
+                     record["attempts"])
+            self.gate = Gate(always=record["api"] != "cora", external="shutdown")
+            if self.stopping:  # told to stop between the claim and now
+                self.gate.reason = "shutdown"
             outcome = perform(self.store, run_id, self.worker, given, self.gate, lines)
         except Exception as exc:  # the worker goes on; the run's lease runs out
             outcome = f"left unfinished ({type(exc).__name__}: {exc})"

@@ -114,11 +114,12 @@ def submit(api: str, df: pd.DataFrame, client: CoraClient | RecotapClient,
     label = key_label(api, client)
     journal = options.get("journal")
     if isinstance(journal, os.PathLike | str):
-        if url is not None and queue:
+        if url is not None:  # a resume on another machine would not see this file
+            where = "A queued run" if queue else "A background run kept in the state database"
             raise ConfigError(
-                'A queued run may run on any machine: its journal cannot be a file on this '
-                "one. Leave journal= unset (the run keeps its own journal in the state "
-                "database) or pass journal=True (the key's journal there)."
+                f"{where} may run (or be resumed) on any machine: its journal cannot be a "
+                "file on this one. Leave journal= unset (the run's journal is kept in the "
+                "state database) or pass journal=True (the key's journal there)."
             )
         journal = str(Path(journal).expanduser().resolve())
     spec = {"api": api, "options": {**options, "journal": journal}, "client": settings,

@@ -8,6 +8,10 @@ store, and the same accessor a user calls does the run, with the run's journal. 
 works, a heartbeat thread writes progress, renews the worker's lease (state database) and
 watches for a cancel request. A stop (a cancel, a worker told to stop, a lease lost) takes
 effect before the next request, after the answer in flight has been recorded.
+
+With a state database a worker sends a request only while it knows it holds the run's lease
+(:class:`Lease`): a worker that was suspended or cut off for longer than the lease sends
+nothing until a heartbeat has renewed it, and stops if another worker took the run meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import FrameType
@@ -31,12 +36,72 @@ import pandas as pd
 from ._progress import Progress
 from ._runs_launch import process_start, registry
 from ._state import journal_target
+from ._state._pg_registry import PgRunStore
 from ._state._registry import RunStore, now_iso
 from .errors import RecocoraError, RunInterrupted, StateError
 
-__all__ = ["Gate", "LogLines", "main", "perform", "worker_logging"]
+__all__ = ["Gate", "Lease", "LogLines", "main", "patient", "perform", "worker_logging"]
 
 log = logging.getLogger("recocora-worker")
+#: A clock that goes on counting while the machine sleeps (a suspended laptop or VM).
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def _now() -> float:
+    return time.clock_gettime(_CLOCK)
+
+
+class Lease:
+    """What a worker knows of its lease on its run: a heartbeat that renewed it says when it
+    started (the lease runs from a moment after that), and a request may start only within
+    :attr:`SAFE` of the lease from there. Past that, :meth:`hold` waits for a heartbeat to
+    renew it; once a heartbeat found the run taken by another worker, it stops the request
+    (``KeyboardInterrupt``). Without a lease (runs on this machine) it never waits.
+    """
+
+    #: Share of the lease, counted from the start of the last renewing heartbeat, within
+    #: which a request may start.
+    SAFE = 0.5
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._renewed: float | None = None
+        self._lost = False
+        self._changed = threading.Condition()
+
+    def renewed(self, since: float) -> None:
+        """A heartbeat that started at ``since`` (:func:`_now`) renewed the lease."""
+        with self._changed:
+            self._renewed = since
+            self._changed.notify_all()
+
+    def lost(self) -> None:
+        """The run is another worker's now."""
+        with self._changed:
+            self._lost = True
+            self._changed.notify_all()
+
+    def _left(self) -> float:
+        assert self.seconds is not None
+        if self._renewed is None:
+            return 0.0
+        return self._renewed + self.seconds * self.SAFE - _now()
+
+    def hold(self) -> None:
+        """Return while the lease is surely this worker's; wait for a heartbeat otherwise."""
+        if self.seconds is None:
+            return
+        with self._changed:
+            told = False
+            while not self._lost and self._left() <= 0:
+                if not told and self._renewed is not None:
+                    log.warning("the run's lease was last renewed %.1f s ago: waiting for a "
+                                "heartbeat to renew it before the next request",
+                                _now() - self._renewed)
+                    told = True
+                self._changed.wait(0.1)
+            if self._lost:
+                raise KeyboardInterrupt
 
 
 class Gate:
@@ -151,10 +216,11 @@ class _Heartbeat(threading.Thread):
 
     def __init__(self, store: RunStore, run_id: str, worker: str | None,
                  progress: Callable[[], dict[str, Any]], gate: Gate, lines: LogLines,
-                 period: float) -> None:
+                 period: float, lease: Lease) -> None:
         super().__init__(name="recocora-heartbeat", daemon=True)
         self.store, self.run_id, self.worker = store, run_id, worker
         self.progress, self.gate, self.lines, self.period = progress, gate, lines, period
+        self.lease = lease
         self.stop = threading.Event()
         self.asked = False
         self.last: dict[str, Any] = {}
@@ -166,12 +232,15 @@ class _Heartbeat(threading.Thread):
                      fields.get("rows_done"), fields.get("rows_total"), fields.get("requests"),
                      fields.get("counts"))
         taken = self.lines.take()
+        started = _now()
         try:
             answer = self.store.beat(self.run_id, self.worker, fields, taken)
         except BaseException:
             self.lines.put_back(taken)
             raise
         self.last = fields
+        if answer is not None:
+            self.lease.renewed(started)
         if self.asked or answer is False:
             return
         self.asked = True
@@ -180,13 +249,14 @@ class _Heartbeat(threading.Thread):
                         "worker or a resume took it): stopping before the next request",
                         self.run_id)
             self.gate.ask("lost")
+            self.lease.lost()
         else:
             log.info("cancel requested")
             self.gate.ask("cancel")
 
     def run(self) -> None:
         failing = False
-        while not self.stop.wait(self.period):
+        while True:  # at once: the first request waits for a renewed lease
             try:
                 self.beat()
                 failing = False
@@ -195,12 +265,16 @@ class _Heartbeat(threading.Thread):
                     log.warning("heartbeat failed, retrying: %s",
                                 " ".join(str(exc).split())[:300] or type(exc).__name__)
                 failing = True
+            if self.stop.wait(self.period):
+                return
 
 
 def _attempt(store: RunStore, run_id: str, given: Mapping[str, Any], gate: Gate,
-             listen: Callable[[Progress], None]) -> tuple[pd.DataFrame | None, str, str | None]:
+             lease: Lease, listen: Callable[[Progress], None]
+             ) -> tuple[pd.DataFrame | None, str, str | None]:
     """One attempt at the run through the accessor a user calls: ``(result, outcome,
-    error)``. Whatever stops it, even before its first request, is its outcome."""
+    error)``. Whatever stops it, even before its first request, is its outcome. Every
+    attempt of every request waits for :meth:`Lease.hold` first."""
     client: Any = None
     try:
         spec = store.spec(run_id)
@@ -213,6 +287,7 @@ def _attempt(store: RunStore, run_id: str, given: Mapping[str, Any], gate: Gate,
                          str(given["api_key"]), given.get("state"))
         if api == "cora":  # the limiter is the process's, for its key: unwrapped at the end
             vars(client.limiter)["acquire"] = gate.wrap(client.limiter.acquire)
+        vars(client.transport)["auth_headers"] = _held(lease, client.transport.auth_headers)
         df = store.frame(run_id)
         call = df.cora.upsert if api == "cora" else df.recotap.map_ids
         return call(client=client, progress=False, on_progress=listen, **options), \
@@ -233,6 +308,16 @@ def _attempt(store: RunStore, run_id: str, given: Mapping[str, Any], gate: Gate,
             if limiter is not None:
                 vars(limiter).pop("acquire", None)
             client.close()
+
+
+def _held(lease: Lease, sign: Callable[[str, str, bytes], dict[str, str]]
+          ) -> Callable[[str, str, bytes], dict[str, str]]:
+    """``sign`` (called as each attempt is sent) once :meth:`Lease.hold` lets it go."""
+    def held(method: str, path_url: str, body: bytes) -> dict[str, str]:
+        lease.hold()
+        return sign(method, path_url, body)
+
+    return held
 
 
 def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str, Any],
@@ -259,10 +344,12 @@ def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str
     def progress() -> dict[str, Any]:
         return dict(latest)
 
-    beat = _Heartbeat(store, run_id, worker, progress, gate, lines, store.pulse(record))
+    lease = Lease(float(record["lease_s"]) if store.shared else None)
+    beat = _Heartbeat(store, run_id, worker, progress, gate, lines, store.pulse(record),
+                      lease)
     beat.start()
     try:
-        result, outcome, error = _attempt(store, run_id, given, gate, listen)
+        result, outcome, error = _attempt(store, run_id, given, gate, lease, listen)
     finally:
         beat.stop.set()
         beat.join()
@@ -289,13 +376,21 @@ def perform(store: RunStore, run_id: str, worker: str | None, given: Mapping[str
     return outcome
 
 
+def patient(store: RunStore) -> RunStore:
+    """``store`` as a worker reads it: in a state database, reads of its run wait out an
+    outage (the run pauses) rather than fail or strand the run."""
+    if isinstance(store, PgRunStore):
+        store.reads_wait = True
+    return store
+
+
 def main(argv: list[str]) -> int:
     """The worker of one run: ``RUN_ID`` as its argument; the key, base URL, state URL and
     its worker id as one JSON line on standard input."""
     run_id = argv[0]
     given = orjson.loads(sys.stdin.readline())
     lines = worker_logging()
-    store = registry(given.get("state"))
+    store = patient(registry(given.get("state")))
     record = store.get(run_id)
     if record is None:
         log.error("run %s is not in %s", run_id, store.where)

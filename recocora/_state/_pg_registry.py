@@ -8,7 +8,9 @@ hold it. A live run whose lease ran out shows ``interrupted`` to everyone, whate
 asks: its worker died (or lost the database for longer than the lease), and
 :meth:`recocora.Run.resume` on any machine takes it over. A restart of the database gives every
 lease its full length again, counted from the restart, so the workers it cut off have time to
-come back.
+come back. A worker cut off from the database for longer than its lease (a partition rather
+than a restart) finds its run ``interrupted`` when it reaches the database again: while nobody
+resumed it, the run is still its own, and it takes it back and goes on.
 
 Beside each record the database keeps what another machine needs: the run's settings (no
 secret), its staged input (Parquet only), its result, and its worker's log lines
@@ -91,12 +93,15 @@ class PgRunStore:
         self._url = url
         self._db = database(url)
         self.where = f"the state database {self._db.label}"
+        #: Whether reads wait out an outage of the database rather than raise
+        #: :class:`~recocora.StateError`: a worker's reads of its own run pause it.
+        self.reads_wait = False
 
     def __repr__(self) -> str:
         return f"PgRunStore({self._db.label!r})"
 
-    def _run(self, fn: Any, what: str, *, wait: bool = False) -> Any:
-        return self._db.run(fn, wait=wait, what=what)
+    def _run(self, fn: Any, what: str, *, wait: bool | None = None) -> Any:
+        return self._db.run(fn, wait=self.reads_wait if wait is None else wait, what=what)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -128,7 +133,7 @@ class PgRunStore:
                 "%(lease)s)", params)
             return str(record["run_id"]), True
 
-        created: tuple[str, bool] = self._run(add, "submit a run")
+        created: tuple[str, bool] = self._run(add, "submit a run", wait=False)
         return created
 
     def get(self, run_id: str) -> dict[str, Any] | None:
@@ -148,7 +153,7 @@ class PgRunStore:
             sql += " AND state = ANY(%(states)s)"
         params = {**values, "run_id": run_id, "states": list(when_state)}
         changed: bool = self._run(lambda conn: conn.execute(sql, params).rowcount > 0,
-                                  "update a run")
+                                  "update a run", wait=False)
         return changed
 
     def all(self) -> list[dict[str, Any]]:
@@ -218,17 +223,19 @@ class PgRunStore:
                   "lease": self.LEASE_S, "start": self.START_S}
         changed: bool = self._run(lambda conn: conn.execute(
             f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s "
-            "AND state IN ('interrupted', 'failed')", params).rowcount > 0, "resume a run")
+            "AND state IN ('interrupted', 'failed')", params).rowcount > 0, "resume a run",
+            wait=False)
         return changed
 
     def claim(self, run_id: str, worker: str | None, **fields: Any) -> bool:
         """The queued run held for ``worker`` becomes its run (``running``), leased for the
-        length its submitter chose."""
+        length its submitter chose. Claiming it again is no change (a claim whose commit
+        was cut off is run again, and finds the run already ``worker``'s)."""
         sets, values = _assignments(fields, "state = 'running'", _RENEW)
         params = {**values, "run_id": run_id, "owner": worker}
         claimed: bool = self._run(lambda conn: conn.execute(
-            f"UPDATE recocora_runs SET {sets} "
-            "WHERE run_id = %(run_id)s AND state = 'queued' AND owner = %(owner)s",
+            f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s "
+            "AND state IN ('queued', 'running') AND owner = %(owner)s",
             params).rowcount > 0, "claim a run", wait=True)
         return claimed
 
@@ -236,43 +243,55 @@ class PgRunStore:
                    ) -> str | None:
         """Claim the oldest run queued for any worker (``background="queue"``) with one of
         ``keys`` (API, key label, base URL) for ``worker``: its id, or ``None`` when none
-        waits. Two workers asking at once never get the same run."""
+        waits. Two workers asking at once never get the same run. The claim is stamped
+        (``heartbeat_at``) with the moment of the call, so the same call run again after its
+        commit was cut off hands back the run it claimed rather than a second one."""
         wanted = list(keys)
         if not wanted:
             return None
         sets, values = _assignments(
             fields, "state = 'running'", "owner = %(owner)s",
-            "started_at = COALESCE(started_at, %(now)s)", "lease_s = %(lease)s",
-            f"lease_until = {_UNTIL}")
+            "started_at = COALESCE(started_at, %(now)s)", "heartbeat_at = %(now)s",
+            "lease_s = %(lease)s", f"lease_until = {_UNTIL}")
         pairs = ", ".join(f"(%(a{i})s, %(k{i})s, %(b{i})s)" for i in range(len(wanted)))
         params: dict[str, Any] = {**values, "owner": worker, "lease": self.LEASE_S,
                                   "now": now_iso()}
         for i, (api, label, base_url) in enumerate(wanted):
             params.update({f"a{i}": api, f"k{i}": label, f"b{i}": base_url})
-        row = self._run(lambda conn: conn.execute(
-            f"UPDATE recocora_runs SET {sets} WHERE state = 'queued' AND run_id = ("
-            "SELECT run_id FROM recocora_runs WHERE state = 'queued' AND mode = 'queue' "
-            f"AND (api, key_id, base_url) IN ({pairs}) ORDER BY created_at, run_id "
-            "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id", params).fetchone(),
-            "look for queued runs")
+
+        def take(conn: Any) -> Any:
+            done = conn.execute(
+                "SELECT run_id FROM recocora_runs WHERE owner = %(owner)s AND state = 'running' "
+                "AND heartbeat_at = %(now)s", params).fetchone()
+            return done or conn.execute(
+                f"UPDATE recocora_runs SET {sets} WHERE state = 'queued' AND run_id = ("
+                "SELECT run_id FROM recocora_runs WHERE state = 'queued' AND mode = 'queue' "
+                f"AND (api, key_id, base_url) IN ({pairs}) ORDER BY created_at, run_id "
+                "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id", params).fetchone()
+
+        row = self._run(take, "look for queued runs", wait=False)
         return None if row is None else str(row[0])
 
     def beat(self, run_id: str, worker: str | None, fields: Mapping[str, Any],
              lines: list[str]) -> bool | None:
         """Renew ``worker``'s lease, write progress and log lines: whether a cancel was asked
-        for, or ``None`` when the run is no longer ``worker``'s (its lease ran out)."""
-        sets, values = _assignments({**fields, "heartbeat_at": now_iso()}, _RENEW)
+        for, or ``None`` when the run is no longer ``worker``'s (another worker or a resume
+        took it). A run shown ``interrupted`` because its lease ran out while its worker was
+        cut off is still that worker's as long as nobody resumed it (a resume names a new
+        owner): the beat takes it back (``running``)."""
+        sets, values = _assignments({**fields, "heartbeat_at": now_iso()}, _RENEW,
+                                    "state = 'running'")
         params = {**values, "run_id": run_id, "owner": worker}
 
         def renew(conn: Any) -> bool | None:
             self._log(conn, run_id, lines)
             row = conn.execute(
                 f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s "
-                "AND owner = %(owner)s AND state = 'running' RETURNING cancel_requested",
-                params).fetchone()
+                "AND owner = %(owner)s AND state IN ('running', 'interrupted') "
+                "RETURNING cancel_requested", params).fetchone()
             return None if row is None else bool(row[0])
 
-        answer: bool | None = self._run(renew, "renew a run's lease")
+        answer: bool | None = self._run(renew, "renew a run's lease", wait=False)
         return answer
 
     @staticmethod
@@ -298,7 +317,7 @@ class PgRunStore:
             self._log(conn, run_id, lines)
             return bool(conn.execute(
                 f"UPDATE recocora_runs SET {sets} WHERE run_id = %(run_id)s AND owner = %(owner)s "
-                "AND state = 'running'", params).rowcount > 0)
+                "AND state IN ('running', 'interrupted')", params).rowcount > 0)
 
         done: bool = self._run(end, "record a run's outcome", wait=True)
         return done

@@ -25,9 +25,11 @@ import pytest
 
 import recocora
 from recocora import ConfigError, CoraClient, RecotapClient
+from recocora._runs_launch import process_start
 from recocora._state import PgJournal, journal_target
 from recocora._state._pg_registry import PgRunStore
 from recocora.cli import main
+from recocora.sandbox import FaultConfig
 from tests.backfill.conftest import ROOT, accounts, add_companies, mappings
 from tests.runs.conftest import RUN_LIMIT_S, bulk_posts, until
 from tests.shared import pg_worker
@@ -105,6 +107,17 @@ def exactly_stored(sb: Sandbox, frame: pd.DataFrame) -> None:
 
 def ok_posts(sb: Sandbox) -> int:
     return len([r for r in bulk_posts(sb) if r.status == 200])
+
+
+def paced_run(sb: Sandbox, make: Callable[..., CoraClient], url: str, frame: pd.DataFrame,
+              rows: int) -> recocora.Run:
+    """``frame`` upserted by a worker of this machine, ``rows`` a request and one request a
+    0.3 s window, once its first two answers are in."""
+    sb.set_cora_window(0.3)
+    run = frame.cora.upsert(client=make(rows=rows, min_interval=0.3, state=url),
+                            background=True)
+    until(lambda: run.rows_done >= 2 * rows, what="two answers")
+    return run
 
 
 # --------------------------------------------------------------------------- queued runs
@@ -214,14 +227,18 @@ def test_a_lease_holds_a_run_for_one_worker_until_it_runs_out(
     assert store.beat(run.id, "worker-b", {"rows_done": 3}, []) is None  # not its run
     assert run.rows_done == 2 and run.state == "running"
     until(lambda: run.state == "interrupted", what="the lease running out")
-    assert store.beat(run.id, "worker-a", {"rows_done": 4}, []) is None  # too late
+    # Nobody resumed it: its worker, back, takes it again.
+    assert store.beat(run.id, "worker-a", {"rows_done": 3}, []) is False
+    assert run.state == "running"
+    until(lambda: run.state == "interrupted", what="the lease running out again")
     run.resume()  # a queued run goes back in the queue, for any worker with its key
     assert (run.state, run.info()["owner"], run.info()["attempts"]) == ("queued", None, 2)
+    assert store.beat(run.id, "worker-a", {"rows_done": 4}, []) is None  # too late
     assert store.claim_next("worker-b", keys) == run.id
     assert not store.finish(run.id, "worker-a", None, [], state="succeeded")
     assert store.finish(run.id, "worker-b", None, ["done"], state="cancelled")
     assert run.state == "cancelled" and run.log().splitlines() == ["a line", "done"]
-    assert run.rows_done == 2 and sb.requests == []
+    assert run.rows_done == 3 and sb.requests == []
 
 
 def test_a_run_says_how_many_runs_share_its_key_while_it_lasts(
@@ -259,11 +276,8 @@ print(run.state, run.info()["host"], flush=True)
 def test_a_killed_worker_is_taken_over_from_another_machine(
     sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
 ) -> None:
-    sb.set_cora_window(0.3)
     frame = accounts(60)
-    run = frame.cora.upsert(client=cora_client_for(rows=5, min_interval=0.3,
-                                                   state=machines.url), background=True)
-    until(lambda: run.rows_done >= 10, what="two answers")
+    run = paced_run(sb, cora_client_for, machines.url, frame, 5)
     os.kill(int(run.info()["pid"]), signal.SIGKILL)
     killed_at = time.time()
     other = machines.start(run.id, code=_TAKE_OVER)
@@ -283,6 +297,90 @@ def test_a_killed_worker_is_taken_over_from_another_machine(
     print(f"takeover: interrupted seen {float(seen_at) - killed_at:.2f} s after the SIGKILL "
           f"(lease {PgRunStore.LEASE_S:g} s), run finished elsewhere {finished_after:.1f} s "
           f"after it; {ok_posts(sb)} bulk requests for 12 chunks")
+
+
+# --------------------------------------------------------------------------- lease lost
+
+
+def stopped_past_its_lease(run: recocora.Run) -> int:
+    """Suspend the run's worker (SIGSTOP) until its lease has run out: its pid."""
+    pid = int(run.info()["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        until(lambda: run.state == "interrupted", what="the lease running out")
+    except BaseException:
+        os.kill(pid, signal.SIGCONT)
+        raise
+    return pid
+
+
+def test_a_worker_cut_off_past_its_lease_takes_its_run_back_when_nobody_resumed_it(
+    sb: Sandbox, cora_client_for: Callable[..., CoraClient], machines: Machines
+) -> None:
+    frame = accounts(40)
+    run = paced_run(sb, cora_client_for, machines.url, frame, 4)
+    pid = stopped_past_its_lease(run)
+    os.kill(pid, signal.SIGCONT)
+    until(lambda: run.state != "interrupted", what="the worker taking its run back")
+    res = run.wait(timeout=RUN_LIMIT_S)
+    assert run.state == "succeeded" and run.info()["attempts"] == 1
+    assert (res["cora_status"] == "created").all()
+    exactly_stored(sb, frame)
+    assert ok_posts(sb) == len(bulk_posts(sb)) == 10
+
+
+def test_a_worker_back_after_its_run_was_taken_over_sends_nothing_more(
+    sb: Sandbox, rtp_client_for: Callable[..., RecotapClient], machines: Machines
+) -> None:
+    add_companies(sb, 60)
+    sb.set_faults(FaultConfig(latency=0.1))
+    client = rtp_client_for(state=machines.url, max_concurrency=1)
+    client.MAX_MAPPINGS = 2
+    run = mappings(60).recotap.map_ids(client=client, background=True)
+    until(lambda: run.rows_done >= 4, what="two answers")
+    pid = stopped_past_its_lease(run)
+    # Another machine resumes the run; its worker has not started yet.
+    store = PgRunStore(machines.url)
+    assert store.requeue(run.id, store.spec(run.id), reserve="elsewhere:1:resumed", attempts=2)
+    sent = len(sb.requests)
+    with psycopg.connect(machines.url, autocommit=True) as conn:
+        # For a moment after it wakes the database refuses its heartbeats (what the worker
+        # would send without knowing its lease goes out meanwhile), then answers again.
+        conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'refused for a moment'; END $$")
+        conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON recocora_runs "
+                     "FOR EACH STATEMENT EXECUTE FUNCTION refuse()")
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.5)
+        conn.execute("DROP TRIGGER refuse ON recocora_runs")
+    until(lambda: process_start(pid) is None, what="the old worker stopping")
+    assert len(sb.requests) == sent  # not one request once the run was another's
+    assert "no longer this worker's" in run.log()
+    assert (run.state, run.info()["owner"]) == ("queued", "elsewhere:1:resumed")
+    store.update(run.id, state="cancelled")  # the resumed worker never comes
+
+
+def test_claims_are_idempotent_for_their_worker(
+    cora_client_for: Callable[..., CoraClient], machines: Machines,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claim whose commit was cut off is run again: it must give the same answer."""
+    client = cora_client_for(state=machines.url)
+    first = accounts(2).cora.upsert(client=client, background="queue")
+    second = accounts(2, start=10).cora.upsert(client=client, background="queue")
+    store = PgRunStore(machines.url)
+    keys = [("cora", "sandbox", first.info()["base_url"])]
+    with monkeypatch.context() as patch:  # the claim's moment, as a call run again has it
+        patch.setattr("recocora._state._pg_registry.now_iso", lambda: "2030-01-01T00:00:00Z")
+        assert store.claim_next("worker-a", keys) == first.id
+        assert store.claim_next("worker-a", keys) == first.id  # the same call, run again
+    assert store.claim_next("worker-a", keys) == second.id  # a new call: the next run
+    store.update(first.id, state="interrupted")
+    assert store.requeue(first.id, store.spec(first.id), reserve="worker-b")
+    assert store.claim(first.id, "worker-b") and store.claim(first.id, "worker-b")
+    assert not store.claim(first.id, "worker-c")
+    for run in (first, second):
+        store.update(run.id, state="cancelled")
 
 
 # --------------------------------------------------------------------------- outage
@@ -374,9 +472,10 @@ def test_queue_and_worker_refuse_what_they_cannot_do(
 ) -> None:
     with pytest.raises(ConfigError, match="RECOCORA_STATE_URL"):
         accounts(2).cora.upsert(client=cora_client_for(), background="queue")
-    with pytest.raises(ConfigError, match="journal"):
-        accounts(2).cora.upsert(client=cora_client_for(state=state_url), background="queue",
-                                journal=tmp_path / "j.db")
+    for background in ("queue", True):  # it may be resumed on another machine
+        with pytest.raises(ConfigError, match="journal is kept in the state database"):
+            accounts(2).cora.upsert(client=cora_client_for(state=state_url),
+                                    background=background, journal=tmp_path / "j.db")
     mixed = accounts(3)
     mixed["metadata.filenumber"] = ["F-1", 2, "F-3"]  # valid, but no Parquet column
     with pytest.raises(ConfigError, match="Parquet"):
