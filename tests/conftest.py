@@ -232,12 +232,8 @@ def postgres() -> Iterator[Any]:
     """One real PostgreSQL server for the run (tests/pgserver.py), started on first use."""
     from tests.pgserver import PostgresServer
 
-    server = PostgresServer()
-    server.start()
-    try:
+    with PostgresServer.running() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture
@@ -253,12 +249,8 @@ def own_postgres() -> Iterator[Any]:
     disturbing the others."""
     from tests.pgserver import PostgresServer
 
-    server = PostgresServer()
-    server.start()
-    try:
+    with PostgresServer.running() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

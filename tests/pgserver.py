@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -95,6 +96,17 @@ class PostgresServer:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url_of(name)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[PostgresServer]:
+        """A new server, started, and destroyed when the block ends."""
+        server = cls()
+        try:
+            server.start()
+            yield server
+        finally:
+            server.destroy()
 
     def destroy(self) -> None:
         with contextlib.suppress(RuntimeError):  # already stopped
