@@ -86,12 +86,8 @@ def key_share(n: int, requests: int, state: str | None) -> tuple[float, int]:
 def bench_shared_key(counts: tuple[int, ...], requests: int) -> Row:
     """``counts`` processes (each run in turn) sharing ``requests`` requests in all, through
     PostgreSQL; the baseline is the most processes without a state database."""
-    server = PostgresServer()
-    server.start()
-    try:
+    with PostgresServer.running() as server:
         ours = {n: key_share(n, requests // n, server.new_database()) for n in counts}
-    finally:
-        server.destroy()
     most = max(counts)
     alone_share, alone_429 = key_share(most, requests // most, None)
     limit = ROWS / WINDOW
