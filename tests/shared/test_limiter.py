@@ -95,7 +95,7 @@ def test_two_runs_on_one_key_take_turns_and_each_counts_the_other(state_url: str
 
 
 def test_a_429_pushes_back_the_turn_another_machine_booked(state_url: str) -> None:
-    a = PgLimiter(state_url, "k", 0.5)
+    a = PgLimiter(state_url, "k", 1.0)  # 1 s: see the late wake-up tests
     take_turn(a)
     deferred_at: list[datetime] = []
 
@@ -105,7 +105,7 @@ def test_a_429_pushes_back_the_turn_another_machine_booked(state_url: str) -> No
             a.defer(1.0)
         time.sleep(delay)
 
-    b = PgLimiter(state_url, "k", 0.5, sleep=sleep)
+    b = PgLimiter(state_url, "k", 1.0, sleep=sleep)
     b_slot = take_turn(b)
     assert b_slot >= deferred_at[0] + timedelta(seconds=1.0)  # booked again, after the 429
     _, generation, learned = slot_row(state_url, "k")
@@ -293,7 +293,7 @@ def test_an_outage_pauses_the_turn_until_the_database_answers(
             stopped[0].start()
         time.sleep(delay)
 
-    lim = PgLimiter(url, "k", 0.3, sleep=outage)
+    lim = PgLimiter(url, "k", 1.0, sleep=outage)  # a sleep outlasting the early wake
     take_turn(lim)
     take_turn(lim)
     assert restarting and time.monotonic() > restarting[0]  # it waited for the database
