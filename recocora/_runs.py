@@ -282,8 +282,9 @@ class Run:
                 f"{r['requests']:,} requests, {r['rate_limited']:,} answered 429")
         if r["state"] in LIVE_STATES and r["eta_s"] is not None:
             text += f"; {format_duration(float(r['eta_s']))} left"
-            if int(r["sharing"]) > 1:
-                text += f" ({sharing_note(int(r['sharing']))})"
+            note = sharing_note(int(r["sharing"]))
+            if note:
+                text += f" ({note})"
         if r["error"]:
             text += f"; {r['error']}"
         return text

@@ -91,8 +91,8 @@ class RunMonitor(widgets.VBox):  # type: ignore[misc]
         self.bar.max = max(1, int(total))
         self.bar.value = min(int(info["rows_done"]), self.bar.max)
         colour = _STATE_COLOURS.get(state, "#6e7781")
-        sharing = int(info["sharing"])
-        shared = f" ({sharing_note(sharing)})" if sharing > 1 else ""
+        note = sharing_note(int(info["sharing"]))
+        shared = f" ({note})" if note else ""
         self.label.value = (
             f'<div class="recocora-run-summary" data-state="{html.escape(state)}">'
             f'<b>{html.escape(self.run.id)}</b> '
